@@ -1,0 +1,32 @@
+# Two commands a user needs: `make run` (the CT demo) and `make test` (the whole suite).
+# Both build .venv from the repo's files alone on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+
+.PHONY: install run test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/uv pip install --quiet -e ".[dev]"
+	touch $@
+
+run: install
+	$(BIN)/ctloop demo
+
+lint: install
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) mlflow.db mlartifacts .ctloop

@@ -1,0 +1,3 @@
+from ctloop.cli import main
+
+main()

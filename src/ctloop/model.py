@@ -1,0 +1,180 @@
+"""The deployable model: JSON encoder + estimator + threshold, saved without arbitrary pickle.
+
+On disk (the pyfunc model's data folder):
+  model.json    labels, threshold, family, file names        (JSON)
+  encoder.json  feature columns and category vocabularies     (JSON)
+  booster.ubj   XGBoost's own format, for the xgboost family
+  estimator.skops   scikit-learn families, loaded with an explicit allowlist of types
+
+MLflow loads it through `loader_module="ctloop.model"` (`_load_pyfunc`), so this module never
+imports MLflow, and a single-row predict is one encode plus one booster call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ctloop.features import FeatureEncoder
+
+MODEL_FILE = "model.json"
+ENCODER_FILE = "encoder.json"
+BOOSTER_FILE = "booster.ubj"
+SKOPS_FILE = "estimator.skops"
+SMALL_BATCH = 64  # below this many rows, plain-Python encoding beats pandas
+
+# The only types a saved scikit-learn estimator may contain besides skops' defaults.
+SKOPS_TRUSTED_TYPES = frozenset(
+    {
+        "sklearn.compose._column_transformer.ColumnTransformer",
+        "sklearn.compose._column_transformer._RemainderColsList",
+        "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn._loss.loss.HalfBinomialLoss",
+        "sklearn._loss.link.LogitLink",
+        "sklearn._loss.link.Interval",
+        "sklearn._loss._loss.CyHalfBinomialLoss",
+        "sklearn.ensemble._forest.RandomForestClassifier",
+        "sklearn.tree._classes.DecisionTreeClassifier",
+        "sklearn.tree._tree.Tree",
+        "sklearn.impute._base.SimpleImputer",
+        "sklearn.linear_model._logistic.LogisticRegression",
+        "sklearn.pipeline.Pipeline",
+        "sklearn.preprocessing._data.StandardScaler",
+        "sklearn.preprocessing._encoders.OneHotEncoder",
+        "sklearn.utils.validation.check_array",
+        "functools.partial",  # wraps check_array in HGB; skops checks the wrapped callable too
+        "numpy.dtype",
+        "builtins.slice",
+        "builtins.float",
+        "builtins.int",
+        "builtins.bool",
+    }
+)
+
+
+class ModelLoadError(RuntimeError):
+    """A saved model that cannot be loaded safely (missing file, untrusted type)."""
+
+
+@dataclass
+class TabularModel:
+    """Raw feature columns in, positive-class probability and label out."""
+
+    encoder: FeatureEncoder
+    estimator: Any  # xgboost.Booster or a fitted scikit-learn estimator
+    family: str
+    threshold: float
+    positive_label: Any
+    negative_label: Any
+
+    @property
+    def feature_columns(self) -> tuple[str, ...]:
+        return self.encoder.columns
+
+    def predict_proba_encoded(self, X: np.ndarray) -> np.ndarray:
+        if self.family == "xgboost":
+            return np.asarray(self.estimator.inplace_predict(X), dtype=np.float64)
+        return self.estimator.predict_proba(X)[:, 1].astype(np.float64)
+
+    def encode(self, frame: pd.DataFrame) -> np.ndarray:
+        if len(frame) <= SMALL_BATCH:
+            missing = [c for c in self.encoder.columns if c not in frame.columns]
+            if not missing:
+                rows = frame[list(self.encoder.columns)].to_numpy(dtype=object).tolist()
+                rows = [[_none_if_nan(v) for v in row] for row in rows]
+                return self.encoder.encode_rows(rows, self.encoder.columns)
+        return self.encoder.encode_frame(frame)
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.predict_proba_encoded(self.encode(frame))
+
+    def labels_for(self, probability: np.ndarray) -> list[Any]:
+        positive, negative = self.positive_label, self.negative_label
+        return [positive if p >= self.threshold else negative for p in probability]
+
+    def predict(self, model_input: Any, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """The pyfunc contract: a frame of raw columns in, `probability` and `label` out."""
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        probability = self.predict_proba(frame)
+        return pd.DataFrame({"probability": probability, "label": self.labels_for(probability)})
+
+    def input_example(self, frame: pd.DataFrame, rows: int = 3) -> pd.DataFrame:
+        return frame[list(self.feature_columns)].head(rows).reset_index(drop=True)
+
+    def save(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.encoder.save(folder / ENCODER_FILE)
+        if self.family == "xgboost":
+            booster = getattr(self.estimator, "get_booster", lambda: self.estimator)()
+            booster.save_model(str(folder / BOOSTER_FILE))
+            estimator_file = BOOSTER_FILE
+        else:
+            import skops.io
+
+            skops.io.dump(self.estimator, folder / SKOPS_FILE)
+            estimator_file = SKOPS_FILE
+        meta = {
+            "family": self.family,
+            "threshold": self.threshold,
+            "positive_label": _jsonable(self.positive_label),
+            "negative_label": _jsonable(self.negative_label),
+            "estimator_file": estimator_file,
+            "encoder_file": ENCODER_FILE,
+        }
+        (folder / MODEL_FILE).write_text(json.dumps(meta, indent=1))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> TabularModel:
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / MODEL_FILE).read_text())
+            encoder = FeatureEncoder.load(folder / meta["encoder_file"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise ModelLoadError(f"{folder}: not a ctloop model folder ({exc})") from None
+        path = folder / meta["estimator_file"]
+        if meta["family"] == "xgboost":
+            import xgboost as xgb
+
+            estimator = xgb.Booster()
+            estimator.load_model(str(path))
+            estimator.set_param({"nthread": 1})
+        else:
+            estimator = _load_skops(path)
+        return cls(encoder, estimator, meta["family"], float(meta["threshold"]),
+                   meta["positive_label"], meta["negative_label"])  # fmt: skip
+
+
+def _load_skops(path: Path) -> Any:
+    import skops.io
+
+    untrusted = set(skops.io.get_untrusted_types(file=path))
+    refused = sorted(untrusted - SKOPS_TRUSTED_TYPES)
+    if refused:
+        raise ModelLoadError(f"{path}: refusing to load untrusted type {refused[0]}")
+    return skops.io.load(path, trusted=sorted(untrusted))
+
+
+def _none_if_nan(value: Any) -> Any:
+    return None if isinstance(value, float) and value != value else value
+
+
+def _jsonable(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def output_columns() -> Sequence[str]:
+    return ("probability", "label")
+
+
+def _load_pyfunc(data_path: str) -> TabularModel:
+    """Entry point MLflow calls for `loader_module="ctloop.model"`."""
+    return TabularModel.load(data_path)
