@@ -55,7 +55,9 @@ class DataConfig(_Section):
     @classmethod
     def _source_kind(cls, value: str) -> str:
         if value != BUILTIN_FLIGHTS and Path(value).suffix.lower() not in {".csv", ".parquet"}:
-            raise ValueError(f"must be a .csv or .parquet path or '{BUILTIN_FLIGHTS}', got {value!r}")
+            raise ValueError(
+                f"must be a .csv or .parquet path or '{BUILTIN_FLIGHTS}', got {value!r}"
+            )
         return value
 
 

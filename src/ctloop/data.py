@@ -56,7 +56,7 @@ class Dataset:
         return (self.frame[self.target] == self.positive_label).to_numpy(dtype=np.int8)
 
     @property
-    def X(self) -> pd.DataFrame:  # noqa: N802 - the usual name for a feature matrix
+    def X(self) -> pd.DataFrame:
         return self.frame[list(self.feature_columns)]
 
     def subset(self, frame: pd.DataFrame) -> Dataset:
@@ -230,7 +230,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
                         f"{cfg.window.end})")  # fmt: skip
     if len(classes) > 2:
         raise DataError(f"{source}: target column '{target}' has {len(classes)} classes; "
-                        "ctloop trains binary classifiers (map it to two values first)")  # fmt: skip
+                        "ctloop trains binary classifiers (map it to two values)")  # fmt: skip
     negative = next(c for c in classes if c != positive)
     if len(frame) < cfg.min_rows:
         raise DataError(f"{source}: only {len(frame)} rows, need at least {cfg.min_rows} "

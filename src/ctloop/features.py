@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+SMALL_BATCH = 64  # up to this many rows, per-value lookups beat pandas' vectorised calls
+
 
 class EncodingError(ValueError):
     """Input rows that do not match the model's columns; the message names the column."""
@@ -58,22 +60,33 @@ class FeatureEncoder:
         return cached
 
     def encode_frame(self, frame: pd.DataFrame) -> np.ndarray:
-        """Vectorised encoding for batches; columns are matched by name, extras ignored."""
+        """Encode a frame column by column; columns are matched by name, extras ignored."""
         missing = [c for c in self.columns if c not in frame.columns]
         if missing:
             raise EncodingError(f"missing feature column '{missing[0]}'")
+        small = len(frame) <= SMALL_BATCH
+        lookup = self._lookup()
         out = np.empty((len(frame), len(self.columns)), dtype=np.float32)
         for j, col in enumerate(self.columns):
-            values = frame[col]
-            if col in self.vocabularies:
-                as_text = values.astype(object).where(values.isna(), values.astype(str))
-                codes = pd.Categorical(as_text, categories=self.vocabularies[col]).codes
-                column = codes.astype(np.float32)
-                column[codes < 0] = np.nan
-                out[:, j] = column
+            values = frame[col].to_numpy()
+            vocab = lookup.get(col)
+            if vocab is not None:
+                if small:
+                    out[:, j] = [self._encode_value(col, v, lookup) for v in values]
+                else:
+                    as_text = pd.Series(values, dtype=object)
+                    as_text = as_text.where(as_text.isna(), as_text.astype(str))
+                    codes = pd.Categorical(as_text, categories=self.vocabularies[col]).codes
+                    column = codes.astype(np.float32)
+                    column[codes < 0] = np.nan
+                    out[:, j] = column
+            elif values.dtype.kind in "fiub":
+                out[:, j] = values
+            elif small:
+                out[:, j] = [self._encode_value(col, v, lookup) for v in values]
             else:
                 try:
-                    out[:, j] = pd.to_numeric(values, errors="raise").astype("float64")
+                    out[:, j] = pd.to_numeric(pd.Series(values), errors="raise")
                 except (ValueError, TypeError):
                     raise EncodingError(
                         f"column '{col}' must be numeric, got {values.dtype} values"
@@ -111,7 +124,7 @@ class FeatureEncoder:
 
     def _encode_value(self, col: str, value: Any, lookup: dict[str, dict[str, int]]) -> float:
         vocab = lookup.get(col)
-        if value is None:
+        if value is None or value is pd.NA:
             return math.nan
         if vocab is not None:
             if isinstance(value, float) and math.isnan(value):

@@ -27,7 +27,6 @@ MODEL_FILE = "model.json"
 ENCODER_FILE = "encoder.json"
 BOOSTER_FILE = "booster.ubj"
 SKOPS_FILE = "estimator.skops"
-SMALL_BATCH = 64  # below this many rows, plain-Python encoding beats pandas
 
 # The only types a saved scikit-learn estimator may contain besides skops' defaults.
 SKOPS_TRUSTED_TYPES = frozenset(
@@ -85,12 +84,6 @@ class TabularModel:
         return self.estimator.predict_proba(X)[:, 1].astype(np.float64)
 
     def encode(self, frame: pd.DataFrame) -> np.ndarray:
-        if len(frame) <= SMALL_BATCH:
-            missing = [c for c in self.encoder.columns if c not in frame.columns]
-            if not missing:
-                rows = frame[list(self.encoder.columns)].to_numpy(dtype=object).tolist()
-                rows = [[_none_if_nan(v) for v in row] for row in rows]
-                return self.encoder.encode_rows(rows, self.encoder.columns)
         return self.encoder.encode_frame(frame)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
@@ -161,10 +154,6 @@ def _load_skops(path: Path) -> Any:
     if refused:
         raise ModelLoadError(f"{path}: refusing to load untrusted type {refused[0]}")
     return skops.io.load(path, trusted=sorted(untrusted))
-
-
-def _none_if_nan(value: Any) -> Any:
-    return None if isinstance(value, float) and value != value else value
 
 
 def _jsonable(value: Any) -> Any:

@@ -126,9 +126,8 @@ class TrainingRun:
     def log_dataset(self, dataset: Dataset, split: str) -> None:
         import mlflow
 
-        source = dataset.source if dataset.source.startswith("/") else dataset.source
         ds = mlflow.data.from_pandas(
-            dataset.frame, source=source, targets=dataset.target, name=f"{split}"
+            dataset.frame, source=dataset.source, targets=dataset.target, name=f"{split}"
         )
         mlflow.log_input(ds, context=split)
 
@@ -167,8 +166,8 @@ class TrainingRun:
     def mark_best(self, trial_run_id: str, metric: str, value: float) -> None:
         import mlflow
 
-        mlflow.set_tags({"ctloop.best_trial_run_id": trial_run_id,
-                         "ctloop.best_model_uri": f"runs:/{trial_run_id}/{MODEL_NAME_IN_RUN}"})  # fmt: skip
+        uri = f"runs:/{trial_run_id}/{MODEL_NAME_IN_RUN}"
+        mlflow.set_tags({"ctloop.best_trial_run_id": trial_run_id, "ctloop.best_model_uri": uri})
         mlflow.log_metric(f"best_{metric}", value)
 
 
@@ -199,7 +198,9 @@ def latest_training_run(experiment: str) -> str | None:
         return None
     runs = _client().search_runs(
         [exp.experiment_id],
-        filter_string=f"tags.`{RUN_KIND_TAG}` = '{TRAINING_KIND}' and attributes.status = 'FINISHED'",
+        filter_string=(
+            f"tags.`{RUN_KIND_TAG}` = '{TRAINING_KIND}' and attributes.status = 'FINISHED'"
+        ),
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
