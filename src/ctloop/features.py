@@ -35,7 +35,7 @@ class FeatureEncoder:
     def fit(
         cls, frame: pd.DataFrame, columns: Sequence[str], categorical: Iterable[str],
         max_categories: int = 200,
-    ) -> FeatureEncoder:  # fmt: skip
+    ) -> FeatureEncoder:
         """Learn each categorical column's vocabulary: its most frequent values, as strings."""
         categorical = tuple(c for c in columns if c in set(categorical))
         vocabularies = {}

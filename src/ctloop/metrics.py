@@ -108,7 +108,7 @@ def save_plots(
     for (i, j), count in np.ndenumerate(matrix):
         ax.text(j, i, str(count), ha="center", va="center")
     ax.set(xticks=[0, 1], yticks=[0, 1], xlabel="predicted", ylabel="actual",
-           title=f"Confusion @ {threshold:.2f}")  # fmt: skip
+           title=f"Confusion @ {threshold:.2f}")
     finish(fig, "confusion_matrix.png")
 
     observed, predicted = calibration_curve(y, probability, n_bins=10, strategy="quantile")
@@ -124,3 +124,86 @@ def save_plots(
     ax.set(title="Feature importance")
     finish(fig, "feature_importance.png")
     return paths
+
+
+def _weighted_auc(y_sorted: np.ndarray, groups: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """ROC AUC for each row of bootstrap `counts` (already in score order), ties counted half."""
+    positive = counts * y_sorted
+    negative = counts - positive
+    pos_g = np.add.reduceat(positive, groups, axis=1)
+    neg_g = np.add.reduceat(negative, groups, axis=1)
+    below = np.cumsum(neg_g, axis=1) - neg_g
+    numerator = (pos_g * (below + 0.5 * neg_g)).sum(axis=1)
+    denominator = pos_g.sum(axis=1) * neg_g.sum(axis=1)
+    return numerator / np.maximum(denominator, 1)
+
+
+def _auc_sampler(y: np.ndarray, probability: np.ndarray):
+    order = np.argsort(probability, kind="stable")
+    sorted_p = probability[order]
+    groups = np.flatnonzero(np.r_[True, sorted_p[1:] != sorted_p[:-1]])
+    y_sorted = y[order].astype(np.float64)
+    return lambda counts: _weighted_auc(y_sorted, groups, counts[:, order])
+
+
+def _mean_loss_sampler(losses: np.ndarray):
+    return lambda counts: counts @ losses / counts.sum(axis=1)
+
+
+def bootstrap_sampler(metric: str, y: np.ndarray, probability: np.ndarray):
+    """A function: bootstrap count matrix (B x n) -> the metric under each resample."""
+    if metric == "roc_auc":
+        return _auc_sampler(y, probability)
+    if metric == "log_loss":
+        p = np.clip(probability, 1e-7, 1 - 1e-7)
+        return _mean_loss_sampler(-(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    if metric == "brier":
+        return _mean_loss_sampler((probability - y) ** 2)
+    if metric == "pr_auc":
+        return lambda counts: np.array([
+            average_precision_score(y, probability, sample_weight=c) for c in counts
+        ])
+    raise ValueError(f"no bootstrap for metric {metric!r} (use roc_auc, pr_auc, log_loss, brier)")
+
+
+def paired_bootstrap(
+    metric: str,
+    y: np.ndarray,
+    challenger: np.ndarray,
+    champion: np.ndarray,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    chunk: int = 100,
+) -> dict[str, float]:
+    """Bootstrap the improvement of challenger over champion on the same rows.
+
+    Both models are scored on the same resampled rows each time (paired), so their shared
+    noise cancels. `improvement` is signed so that positive is better whatever the metric.
+    Returns the point estimate and the two-sided interval at `confidence`; the one-sided
+    lower bound used by the gate is `lower_one_sided`.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    sample_a = bootstrap_sampler(metric, y, np.asarray(challenger, dtype=np.float64))
+    sample_b = bootstrap_sampler(metric, y, np.asarray(champion, dtype=np.float64))
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    deltas = []
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        rows = rng.integers(0, n, size=(size, n)) + np.arange(size)[:, None] * n
+        counts = np.bincount(rows.ravel(), minlength=size * n).reshape(size, n).astype(float)
+        deltas.append(sign * (sample_a(counts) - sample_b(counts)))
+    delta = np.concatenate(deltas)
+    ones = np.ones((1, n))
+    point = float(sign * (sample_a(ones)[0] - sample_b(ones)[0]))
+    alpha = 1.0 - confidence
+    return {
+        "improvement": point,
+        "lower": float(np.quantile(delta, alpha / 2)),
+        "upper": float(np.quantile(delta, 1 - alpha / 2)),
+        "lower_one_sided": float(np.quantile(delta, alpha)),
+        "resamples": float(resamples),
+        "confidence": confidence,
+    }

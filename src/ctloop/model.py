@@ -143,7 +143,7 @@ class TabularModel:
         else:
             estimator = _load_skops(path)
         return cls(encoder, estimator, meta["family"], float(meta["threshold"]),
-                   meta["positive_label"], meta["negative_label"])  # fmt: skip
+                   meta["positive_label"], meta["negative_label"])
 
 
 def _load_skops(path: Path) -> Any:

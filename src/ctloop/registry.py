@@ -59,7 +59,7 @@ def _to_version(mv, aliases: tuple[str, ...] = ()) -> ModelVersion:
         stage=mv.current_stage or NONE, tags=dict(mv.tags or {}),
         aliases=tuple(mv.aliases or aliases), created_ms=mv.creation_timestamp or 0,
         updated_ms=mv.last_updated_timestamp or 0,
-    )  # fmt: skip
+    )
 
 
 def _is_missing(exc: Exception) -> bool:
@@ -113,16 +113,17 @@ def versions(name: str) -> list[ModelVersion]:
 def register(
     name: str, model_uri: str, run_id: str | None, tags: Mapping[str, Any]
 ) -> ModelVersion:
-    """A new version of `name` from a logged model, tagged with the decision record."""
-    import mlflow
+    """A new version of `name` from a logged model, tagged with the decision record.
 
+    Uses the client directly (not `mlflow.register_model`) so nothing is printed to stderr.
+    """
     client = _client()
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(Exception):  # already exists: fine, concurrent creation: fine
         client.create_registered_model(name, description="Managed by ctloop: aliases are the "
-                                       "truth, stages mirror them.")  # fmt: skip
-    mv = mlflow.register_model(model_uri, name, tags=_tag_values(tags))
-    if run_id and mv.run_id != run_id:
-        client.set_model_version_tag(name, mv.version, "ctloop.training_run_id", run_id)
+                                       "truth, stages mirror them.")
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    mv = client.create_model_version(name=name, source=model_uri, run_id=run_id,
+                                     tags=_tag_values(tags), model_id=model_id)
     return get_version(name, int(mv.version))
 
 
@@ -228,3 +229,13 @@ def promotion_lock(name: str, timeout_s: float = 300.0) -> Iterator[None]:
 
 def champion_uri(name: str) -> str:
     return f"models:/{name}@{CHAMPION}"
+
+
+def deploy_client(target_uri: str):
+    """MLflow's deployment client for a target such as `sagemaker:/us-east-1`.
+
+    Here only because this module may import MLflow; the deploy stage owns all the logic.
+    """
+    from mlflow.deployments import get_deploy_client
+
+    return get_deploy_client(target_uri)

@@ -1,1 +1,356 @@
-"""select stage (being built)."""
+"""Validate a challenger against the champion and record the decision in the registry.
+
+Every gate scores challenger and champion on the same rows: the most recent holdout logged
+with the challenger's training run. Gates:
+  floors         absolute minimums through MLflow's evaluate + MetricThreshold
+  no_regression  paired bootstrap of the primary metric: the point estimate must exceed
+                 `min_delta` and the one-sided lower bound at `confidence` must reach it
+  guards         metrics that may get worse by at most a tolerance (e.g. log loss)
+  signature      the logged signature takes exactly the raw feature columns
+  loads          the model loads and scores its input example in a fresh process
+  invariance     changing a declared column leaves predictions (nearly) unchanged
+  latency        single-row pyfunc predict within the budget
+The `champion` alias move is the commit point; everything before it is safe to crash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ctloop import registry, tracking
+from ctloop.config import Config
+from ctloop.metrics import LOWER_IS_BETTER, classification_metrics, paired_bootstrap, sort_key
+from ctloop.model import TabularModel
+
+log = logging.getLogger(__name__)
+INVARIANCE_ROWS = 2000
+
+
+class SelectionError(RuntimeError):
+    """Selection cannot proceed (no training run, no trials, bad invariance column...)."""
+
+
+@dataclass
+class Gate:
+    name: str
+    passed: bool
+    detail: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Decision:
+    """Everything needed to answer "why is this version (not) serving?"."""
+
+    name: str
+    version: int | None
+    promoted: bool
+    gates: list[Gate]
+    challenger: dict[str, float]
+    champion: dict[str, float] | None
+    champion_version: int | None
+    interval: dict[str, float] | None
+    training_run_id: str
+    trial_run_id: str
+    trigger: str
+    forced: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    gate_run_id: str = ""
+
+    @property
+    def failed(self) -> list[str]:
+        return [g.name for g in self.gates if not g.passed]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, default=str)
+
+    def to_markdown(self) -> str:
+        verdict = "PROMOTED" if self.promoted else "REJECTED"
+        lines = [f"# {self.name} v{self.version}: {verdict}", "",
+                 f"- trigger: {self.trigger}", f"- training run: {self.training_run_id}",
+                 f"- trial run: {self.trial_run_id}",
+                 f"- compared with champion: v{self.champion_version}"
+                 if self.champion_version else "- first model: floors and model tests only",
+                 "", "| gate | verdict | detail |", "|---|---|---|"]
+        lines += [f"| {g.name} | {'pass' if g.passed else 'FAIL'} | {g.detail} |"
+                  for g in self.gates]
+        lines += ["", "| metric (holdout) | challenger | champion |", "|---|---|---|"]
+        for metric, value in self.challenger.items():
+            other = (self.champion or {}).get(metric)
+            lines.append(f"| {metric} | {value:.4f} | {'' if other is None else f'{other:.4f}'} |")
+        return "\n".join(lines) + "\n"
+
+
+def best_trial(training_run_id: str, metric: str) -> dict[str, Any]:
+    """The trial of a training run with the best validation score on the primary metric."""
+    trials = [t for t in tracking.trial_runs(training_run_id)
+              if t["tags"].get(tracking.RUN_KIND_TAG) == tracking.TRIAL_KIND
+              and metric in t["metrics"]]
+    if not trials:
+        raise SelectionError(f"training run {training_run_id} has no trials scored on {metric}")
+    return min(trials, key=lambda t: sort_key(metric)(t["metrics"][metric]))
+
+
+def _holdout(
+    training_run_id: str, model: TabularModel, target: str
+) -> tuple[pd.DataFrame, np.ndarray]:
+    frame = tracking.load_holdout(training_run_id)
+    if target not in frame.columns:
+        raise SelectionError(f"holdout of run {training_run_id} has no target column '{target}'")
+    labels = frame[target]
+    y = ((labels == model.positive_label) | (labels.astype(str) == str(model.positive_label)))
+    return frame, y.to_numpy(dtype=np.int8)
+
+
+def _score(model: TabularModel, frame: pd.DataFrame, y: np.ndarray) -> tuple[np.ndarray, dict]:
+    probability = model.predict_proba(frame)
+    return probability, classification_metrics(y, probability, model.threshold)
+
+
+def _no_regression(cfg: Config, y: np.ndarray, p_new: np.ndarray, p_old: np.ndarray) -> Gate:
+    gate = cfg.gate
+    metric = cfg.training.primary_metric
+    if metric == "f1":
+        metric = "roc_auc"  # F1 depends on each model's threshold; compare ranking instead
+    interval = paired_bootstrap(metric, y, p_new, p_old, gate.bootstrap_resamples,
+                                gate.confidence, seed=cfg.split.seed)
+    passed = (interval["improvement"] > gate.min_delta
+              and interval["lower_one_sided"] >= gate.min_delta)
+    detail = (f"{metric} improvement {interval['improvement']:+.4f}, one-sided "
+              f"{gate.confidence:.0%} lower bound {interval['lower_one_sided']:+.4f} "
+              f"(needs >= {gate.min_delta:+.4f})")
+    return Gate("no_regression", passed, detail, {"metric": metric, **interval})
+
+
+def _guards(cfg: Config, new: dict[str, float], old: dict[str, float]) -> Gate:
+    problems, evidence = [], {}
+    for metric, tolerance in cfg.gate.guards.items():
+        if metric not in new:
+            raise SelectionError(f"gate.guards: unknown metric '{metric}'")
+        worse_by = (new[metric] - old[metric]) if metric in LOWER_IS_BETTER else (
+            old[metric] - new[metric])
+        evidence[metric] = worse_by
+        if worse_by > tolerance:
+            problems.append(f"{metric} worse by {worse_by:.4f} > {tolerance}")
+    detail = "; ".join(problems) or "within tolerance: " + ", ".join(
+        f"{m} {v:+.4f}" for m, v in evidence.items())
+    return Gate("guards", not problems, detail, evidence)
+
+
+def _invariance(cfg: Config, model: TabularModel, frame: pd.DataFrame) -> Gate:
+    sample = frame.head(INVARIANCE_ROWS)
+    base = model.predict_proba(sample)
+    worst: dict[str, float] = {}
+    problems = []
+    for check in cfg.gate.invariance:
+        if check.column not in model.feature_columns:
+            raise SelectionError(f"gate.invariance: column '{check.column}' is not a feature "
+                                 f"(features: {', '.join(model.feature_columns)})")
+        for value in check.values:
+            changed = sample.assign(**{check.column: value})
+            shift = float(np.max(np.abs(model.predict_proba(changed) - base)))
+            worst[f"{check.column}={value}"] = shift
+            if shift > check.tolerance:
+                problems.append(f"{check.column}={value!r} moves a prediction by {shift:.4f} "
+                                f"> {check.tolerance}")
+    detail = "; ".join(problems) or f"{len(worst)} perturbations within tolerance"
+    return Gate("invariance", not problems, detail, worst)
+
+
+def _signature(model_uri: str, model: TabularModel) -> Gate:
+    declared = tracking.signature_inputs(model_uri)
+    expected = {c: ("string" if c in model.encoder.vocabularies else "double")
+                for c in model.feature_columns}
+    if declared == expected:
+        return Gate("signature", True, f"{len(declared)} raw columns with their types")
+    missing = sorted(set(expected) - set(declared))
+    extra = sorted(set(declared) - set(expected))
+    wrong = sorted(c for c in set(declared) & set(expected) if declared[c] != expected[c])
+    return Gate("signature", False, f"missing {missing}, extra {extra}, wrong type {wrong}")
+
+
+def evaluate(cfg: Config, model_uri: str, training_run_id: str,
+             champion: registry.ModelVersion | None) -> tuple[list[Gate], dict, dict | None,
+                                                             dict | None, dict]:
+    """Run every gate; returns (gates, challenger metrics, champion metrics, interval, timings)."""
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 3)
+        clock = now
+
+    probe = tracking.probe_in_fresh_process(model_uri)
+    lap("fresh_process_probe")
+    loads = Gate("loads", probe["ok"], "loaded and scored its input example in a fresh process "
+                 f"({probe['seconds']:.1f} s)" if probe["ok"] else probe["error"],
+                 {k: v for k, v in probe.items() if k != "columns"})
+    try:
+        model = tracking.load_model(model_uri)
+    except Exception as exc:  # whatever breaks the load, the model cannot serve: a failed gate
+        detail = f"{type(exc).__name__}: {exc}"
+        return [Gate("loads", False, detail if probe["ok"] else probe["error"])], {}, None, None, {}
+    lap("load_challenger")
+    target = tracking.run_info(training_run_id)["params"].get("target", cfg.data.target)
+    frame, y = _holdout(training_run_id, model, target)
+    lap("load_holdout")
+    gates = [loads, _signature(model_uri, model)]
+    p_new, new = _score(model, frame, y)
+    lap("score_challenger")
+    floor_metrics, failures = tracking.evaluate_floors(y, p_new, cfg.gate.floors, LOWER_IS_BETTER)
+    gates.append(Gate("floors", not failures, "; ".join(failures) or ", ".join(
+        f"{k} {floor_metrics.get(k, float('nan')):.4f} vs {v}" for k, v in cfg.gate.floors.items()),
+        floor_metrics))
+    lap("floors_mlflow_evaluate")
+    old = interval = None
+    if champion is not None:
+        try:
+            champion_model = tracking.load_model(champion.uri)
+        except Exception as exc:
+            raise SelectionError(f"cannot load champion v{champion.version}: {exc}") from exc
+        p_old, old = _score(champion_model, frame, y)
+        lap("score_champion")
+        regression = _no_regression(cfg, y, p_new, p_old)
+        interval = regression.evidence
+        gates += [regression, _guards(cfg, new, old)]
+        lap("bootstrap_and_guards")
+    if cfg.gate.invariance:
+        gates.append(_invariance(cfg, model, frame))
+        lap("invariance")
+    if probe["ok"]:
+        latency = probe["latency_ms"]
+        gates.append(Gate("latency", latency <= cfg.gate.latency_budget_ms,
+                          f"single-row pyfunc predict median {latency:.2f} ms (budget "
+                          f"{cfg.gate.latency_budget_ms} ms)", {"latency_ms": latency}))
+    return gates, new, old, interval, timings
+
+
+def decision_tags(decision: Decision, run_tags: dict[str, str]) -> dict[str, str]:
+    """The decision record as model version tags (the UI shows them on the version page)."""
+    tags = {
+        "ctloop.decision": "promoted" if decision.promoted else "rejected",
+        "ctloop.gates": ", ".join(f"{g.name}:{'pass' if g.passed else 'FAIL'}"
+                                  for g in decision.gates),
+        "ctloop.failed_gates": ", ".join(decision.failed) or "none",
+        "ctloop.holdout_metrics": json.dumps({k: round(v, 5) for k, v in
+                                              decision.challenger.items()}),
+        "ctloop.champion_holdout_metrics": json.dumps(
+            {k: round(v, 5) for k, v in (decision.champion or {}).items()}),
+        "ctloop.compared_with": f"v{decision.champion_version}" if decision.champion_version
+        else "none (first model)",
+        "ctloop.interval": json.dumps(decision.interval or {}),
+        "ctloop.training_run_id": decision.training_run_id,
+        "ctloop.trial_run_id": decision.trial_run_id,
+        "ctloop.gate_run_id": decision.gate_run_id,
+        "ctloop.trigger": decision.trigger,
+        "ctloop.forced": str(decision.forced).lower(),
+    }
+    for key in ("ctloop.window_start", "ctloop.window_end", "ctloop.config_hash",
+                "ctloop.git_commit", "ctloop.data_source"):
+        if key in run_tags:
+            tags[key] = run_tags[key]
+    return tags
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def select(cfg: Config, training_run_id: str, trigger: str = "manual") -> Decision:
+    """Gate the best trial of a training run, register it, promote it if every gate passes."""
+    metric = cfg.training.primary_metric
+    trial = best_trial(training_run_id, metric)
+    model_uri = trial["tags"].get("ctloop.model_uri") or f"runs:/{trial['run_id']}/model"
+    return _decide(cfg, model_uri, training_run_id, trial["run_id"], trigger, version=None)
+
+
+def promote_version(cfg: Config, version: int, force: bool, trigger: str) -> Decision:
+    """Manually promote an existing version: gated like any challenger unless forced."""
+    mv = registry.get_version(cfg.name, version)
+    training_run_id = mv.tags.get("ctloop.training_run_id")
+    if not training_run_id:
+        raise SelectionError(f"{cfg.name} v{version} has no ctloop.training_run_id tag; "
+                             "it was not registered by ctloop")
+    return _decide(cfg, mv.source, training_run_id, mv.run_id or "", trigger, version=version,
+                   force=force)
+
+
+def _decide(cfg: Config, model_uri: str, training_run_id: str, trial_run_id: str, trigger: str,
+            version: int | None, force: bool = False) -> Decision:
+    run_tags = tracking.run_info(training_run_id)["tags"]
+    with registry.promotion_lock(cfg.name):
+        champion = registry.champion(cfg.name)
+        if champion is not None and version is not None and champion.version == version:
+            raise SelectionError(f"{cfg.name} v{version} is already the champion")
+        with tracking.gate_run(training_run_id, {"ctloop.trigger": trigger}) as gate_run_id:
+            if force:
+                gates = [Gate("forced", True, "gates skipped by --force (recorded)")]
+                new, old, interval, timings = {}, None, None, {}
+            else:
+                gates, new, old, interval, timings = evaluate(cfg, model_uri, training_run_id,
+                                                              champion)
+            decision = Decision(
+                name=cfg.name, version=version, promoted=all(g.passed for g in gates),
+                gates=gates, challenger=new, champion=old,
+                champion_version=champion.version if champion else None, interval=interval,
+                training_run_id=training_run_id, trial_run_id=trial_run_id, trigger=trigger,
+                forced=force, timings=timings, gate_run_id=gate_run_id,
+            )
+            tracking.log_metrics({f"challenger_{k}": v for k, v in new.items()})
+            if old:
+                tracking.log_metrics({f"champion_{k}": v for k, v in old.items()})
+            tags = decision_tags(decision, run_tags)
+            if version is None:
+                mv = registry.register(cfg.name, model_uri, trial_run_id, tags)
+                decision.version = mv.version
+                registry.set_alias(cfg.name, registry.CHALLENGER, mv.version)
+            else:
+                registry.set_tags(cfg.name, version, tags)
+            tracking.log_text(decision.to_json(), f"decision/v{decision.version}.json")
+            decision_uri = tracking.log_text(decision.to_markdown(),
+                                             f"decision/v{decision.version}.md")
+            registry.set_tags(cfg.name, decision.version, {"ctloop.decision_record": decision_uri})
+        if decision.promoted:
+            # Another machine may have promoted meanwhile: never overwrite an unseen champion.
+            current = registry.champion(cfg.name)
+            if (current.version if current else None) != decision.champion_version:
+                decision.promoted = False
+                decision.gates.append(Gate("fresh_champion", False, "the champion changed "
+                                           "during the gate; run select again"))
+                registry.set_tags(cfg.name, decision.version, decision_tags(decision, run_tags))
+            else:
+                registry.set_tags(cfg.name, decision.version, {"ctloop.champion_since": _stamp()})
+                registry.move_champion(cfg.name, decision.version)
+        registry.reconcile_stages(cfg.name)
+    log.info("%s v%s %s", cfg.name, decision.version,
+             "promoted" if decision.promoted else f"rejected: {decision.failed}")
+    return decision
+
+
+def rollback(cfg: Config) -> tuple[int, int]:
+    """Champion back to `previous-champion`; recorded on both versions. Returns (from, to)."""
+    with registry.promotion_lock(cfg.name):
+        current = registry.champion(cfg.name)
+        previous = registry.by_alias(cfg.name, registry.PREVIOUS_CHAMPION)
+        if current is None or previous is None:
+            raise SelectionError(f"{cfg.name}: nothing to roll back to (needs a champion and a "
+                                 "previous-champion)")
+        stamp = _stamp()
+        registry.set_tags(cfg.name, current.version, {"ctloop.rolled_back_at": stamp})
+        registry.set_tags(cfg.name, previous.version, {"ctloop.champion_since": stamp,
+                                                        "ctloop.restored_from_rollback_of":
+                                                        f"v{current.version}"})
+        registry.set_alias(cfg.name, registry.CHAMPION, previous.version)
+        registry.delete_alias(cfg.name, registry.PREVIOUS_CHAMPION)
+        registry.reconcile_stages(cfg.name)
+    return current.version, previous.version

@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -28,13 +29,15 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 MODEL_NAME_IN_RUN = "model"
 MODEL_DATA_DIR = "ctloop_model"
 REFERENCE_ARTIFACT = "reference/train.parquet"
+HOLDOUT_ARTIFACT = "evaluation/holdout.parquet"
 RUN_KIND_TAG = "ctloop.kind"
 TRAINING_KIND = "training"
 TRIAL_KIND = "trial"
+GATE_KIND = "gate"
 MONITOR_KIND = "monitor"
 # Runtime packages a logged model needs, pinned to what trained it.
 MODEL_REQUIREMENTS = ("mlflow", "pandas", "numpy", "scipy", "scikit-learn", "xgboost", "skops",
-                      "pyarrow")  # fmt: skip
+                      "pyarrow")
 
 
 def configure() -> str:
@@ -42,9 +45,37 @@ def configure() -> str:
     import mlflow
 
     uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no network here, no waiting
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow sets its own log level on import; keep it at the level the CLI chose (or quieter).
+    logging.getLogger("mlflow").setLevel(max(logging.getLogger().getEffectiveLevel(),
+                                             logging.WARNING))
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
     return uri
+
+
+def tracking_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def last_run_summary(experiment: str) -> dict[str, Any] | None:
+    """Metrics and tags of the newest run of an experiment (e.g. the last monitor job)."""
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = _client().search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"],
+                                 max_results=1)
+    if not runs:
+        return None
+    run = runs[0]
+    return {"run_id": run.info.run_id, "status": run.info.status,
+            "start_time": run.info.start_time, "metrics": dict(run.data.metrics),
+            "tags": {k: v for k, v in run.data.tags.items() if k.startswith("ctloop.")}}
 
 
 def git_commit() -> str:
@@ -53,7 +84,7 @@ def git_commit() -> str:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
             cwd=Path(__file__).resolve().parent,
-        )  # fmt: skip
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -87,10 +118,10 @@ def _model_signature(model: TabularModel, label_example: Any):
     inputs = Schema([
         ColSpec("string" if col in model.encoder.vocabularies else "double", col, required=False)
         for col in model.feature_columns
-    ])  # fmt: skip
+    ])
     label_type = "string" if isinstance(label_example, str) else (
         "boolean" if isinstance(label_example, bool) else
-        "long" if isinstance(label_example, int) else "double")  # fmt: skip
+        "long" if isinstance(label_example, int) else "double")
     outputs = Schema([ColSpec("double", "probability"), ColSpec(label_type, "label")])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
@@ -131,14 +162,15 @@ class TrainingRun:
         )
         mlflow.log_input(ds, context=split)
 
-    def log_reference(self, frame: pd.DataFrame) -> None:
-        """The training rows, so the monitor can compare live traffic to them later."""
+    def log_frame(self, frame: pd.DataFrame, artifact: str) -> None:
+        """A frame as a Parquet artifact: the training rows (the monitor's reference) and the
+        holdout (the gate scores challenger and champion on exactly these rows)."""
         import mlflow
 
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / Path(REFERENCE_ARTIFACT).name
+            path = Path(tmp) / Path(artifact).name
             frame.to_parquet(path, index=False)
-            mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
+            mlflow.log_artifact(str(path), artifact_path=str(Path(artifact).parent))
 
     def log_trial(self, record: TrialRecord, model: TabularModel, tags: Mapping[str, str]) -> str:
         """A child run with params, metrics, plots and the pyfunc model; returns the model URI."""
@@ -146,7 +178,7 @@ class TrainingRun:
 
         with mlflow.start_run(run_name=record.name, nested=True) as child:
             mlflow.set_tags({**tags, RUN_KIND_TAG: TRIAL_KIND, "ctloop.family": record.family,
-                             "ctloop.parent_run_id": self.run_id})  # fmt: skip
+                             "ctloop.parent_run_id": self.run_id})
             mlflow.log_params({k: _short(v) for k, v in record.params.items()})
             mlflow.log_metrics(dict(record.metrics))
             if record.plot_dir is not None:
@@ -219,14 +251,14 @@ def trial_runs(parent_run_id: str) -> list[dict[str, Any]]:
         {"run_id": r.info.run_id, "name": r.info.run_name, "metrics": dict(r.data.metrics),
          "params": dict(r.data.params), "tags": dict(r.data.tags)}
         for r in runs
-    ]  # fmt: skip
+    ]
 
 
 def run_info(run_id: str) -> dict[str, Any]:
     run = _client().get_run(run_id)
     return {"run_id": run_id, "status": run.info.status, "tags": dict(run.data.tags),
             "params": dict(run.data.params), "metrics": dict(run.data.metrics),
-            "start_time": run.info.start_time, "experiment_id": run.info.experiment_id}  # fmt: skip
+            "start_time": run.info.start_time, "experiment_id": run.info.experiment_id}
 
 
 def download_model_dir(model_uri: str, dst: str | Path | None = None) -> Path:
@@ -234,7 +266,7 @@ def download_model_dir(model_uri: str, dst: str | Path | None = None) -> Path:
     import mlflow
 
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=(
-        str(dst) if dst else None)))  # fmt: skip
+        str(dst) if dst else None)))
     return local / "data" / MODEL_DATA_DIR
 
 
@@ -243,9 +275,263 @@ def load_model(model_uri: str) -> TabularModel:
     return TabularModel.load(download_model_dir(model_uri))
 
 
-def load_reference(training_run_id: str) -> pd.DataFrame:
+def load_frame(run_id: str, artifact: str) -> pd.DataFrame:
     import mlflow
 
-    path = mlflow.artifacts.download_artifacts(run_id=training_run_id,
-                                               artifact_path=REFERENCE_ARTIFACT)  # fmt: skip
-    return pd.read_parquet(path)
+    return pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=run_id,
+                                                               artifact_path=artifact))
+
+
+def load_reference(training_run_id: str) -> pd.DataFrame:
+    return load_frame(training_run_id, REFERENCE_ARTIFACT)
+
+
+def load_holdout(training_run_id: str) -> pd.DataFrame:
+    return load_frame(training_run_id, HOLDOUT_ARTIFACT)
+
+
+@contextlib.contextmanager
+def gate_run(parent_run_id: str, tags: Mapping[str, str]) -> Iterator[str]:
+    """A child run of the training run that holds one gate evaluation and its decision record."""
+    import mlflow
+
+    parent = _client().get_run(parent_run_id)
+    mlflow.set_experiment(experiment_id=parent.info.experiment_id)
+    with mlflow.start_run(run_name=f"gate-{time.strftime('%Y%m%d-%H%M%S')}", nested=True,
+                          parent_run_id=parent_run_id,
+                          tags={**tags, RUN_KIND_TAG: GATE_KIND}) as run:
+        yield run.info.run_id
+
+
+def log_metrics(metrics: Mapping[str, float]) -> None:
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+
+
+def log_text(text: str, artifact_file: str) -> str:
+    """Write text as an artifact of the active run; returns its artifact URI."""
+    import mlflow
+
+    mlflow.log_text(text, artifact_file)
+    return f"{mlflow.get_artifact_uri()}/{artifact_file}"
+
+
+def evaluate_floors(
+    y: Any, probability: Any, floors: Mapping[str, float], lower_is_better: frozenset[str]
+) -> tuple[dict[str, float], list[str]]:
+    """Absolute floors through MLflow's own evaluate + validate_evaluation_results.
+
+    The scored holdout is evaluated as a static dataset with one custom metric per floor, so
+    the metrics land on the active (gate) run and MLflow's MetricThreshold decides.
+    Returns the evaluated metrics and one message per failed floor.
+    """
+    import mlflow
+    from mlflow.models import MetricThreshold, make_metric
+    from mlflow.models.evaluation.validation import ModelValidationFailedException
+
+    from ctloop.metrics import classification_metrics
+
+    def metric_fn(name: str):
+        def eval_fn(predictions, targets, metrics=None):
+            values = classification_metrics(targets.to_numpy(), predictions.to_numpy(), 0.5)
+            return values[name]
+
+        return make_metric(eval_fn=eval_fn, greater_is_better=name not in lower_is_better,
+                           name=name)
+
+    data = pd.DataFrame({"probability": probability, "target": y})
+    result = mlflow.models.evaluate(data=data, predictions="probability", targets="target",
+                                    model_type=None,
+                                    extra_metrics=[metric_fn(n) for n in floors])
+    thresholds = {
+        name: MetricThreshold(threshold=value, greater_is_better=name not in lower_is_better)
+        for name, value in floors.items()
+    }
+    failures: list[str] = []
+    try:
+        mlflow.validate_evaluation_results(thresholds, result)
+    except ModelValidationFailedException as exc:
+        failures = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return {k: float(v) for k, v in result.metrics.items()}, failures
+
+
+_PROBE = """
+import json, sys, time, warnings
+warnings.filterwarnings("ignore")
+import mlflow
+uri = sys.argv[1]
+model = mlflow.pyfunc.load_model(uri)
+example = model.input_example
+if example is None:
+    raise SystemExit("the model has no input example")
+out = model.predict(example)
+row = example.head(1)
+times = []
+for _ in range(30):
+    start = time.perf_counter(); model.predict(row); times.append(time.perf_counter() - start)
+times.sort()
+cols = list(out.columns)
+print(json.dumps({"rows": len(out), "columns": cols, "latency_ms": 1000 * times[len(times) // 2]}))
+"""
+
+
+def probe_in_fresh_process(model_uri: str, timeout_s: float = 300.0) -> dict[str, Any]:
+    """Load the model with mlflow.pyfunc in a new interpreter and score its input example.
+
+    This is the infrastructure check: what `mlflow models serve` or another team's process
+    will do with the model. Returns {"ok", "error", "rows", "latency_ms", "seconds"}.
+    """
+    import json
+    import sys
+
+    start = time.perf_counter()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": _current_tracking_uri()}
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE, model_uri], capture_output=True,
+                              text=True, timeout=timeout_s, env=env)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"timed out after {timeout_s:.0f} s", "seconds": timeout_s}
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"ok": False, "error": tail[:500], "seconds": seconds}
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"ok": True, "error": "", "seconds": seconds, **result}
+
+
+def _current_tracking_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def signature_inputs(model_uri: str) -> dict[str, str]:
+    """Input column -> declared type of a logged model's signature ({} when it has none)."""
+    from mlflow.models import get_model_info
+
+    signature = get_model_info(model_uri).signature
+    if signature is None or signature.inputs is None:
+        return {}
+    specs = signature.inputs.inputs
+    return {spec.name: getattr(spec.type, "name", str(spec.type)) for spec in specs}
+
+
+# --- monitoring (ctloop monitor) ------------------------------------------------------------
+RETRAIN_TAG = "ctloop.retrain"
+RETRAIN_LAUNCHED = "launched"
+
+
+class MonitorRun:
+    """One run per monitor job in `<name>-monitoring`."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def log(self, metrics: Mapping[str, float], params: Mapping[str, Any],
+            tags: Mapping[str, str]) -> None:  # fmt: skip
+        import mlflow
+
+        mlflow.log_metrics({_metric_key(k): float(v) for k, v in metrics.items()})
+        mlflow.log_params({k: _short(v) for k, v in params.items()})
+        mlflow.set_tags({k: _short(v) for k, v in tags.items()})
+
+    def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> str:
+        """Upload a folder; returns the artifact URI of the folder in the run."""
+        import mlflow
+
+        mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
+        return mlflow.get_artifact_uri(artifact_path)
+
+
+def _metric_key(name: str) -> str:
+    # MLflow keys allow alphanumerics, _ - . / and space; anything else becomes "_"
+    return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in name)[:250]
+
+
+@contextlib.contextmanager
+def monitoring_run(experiment: str, run_name: str, tags: Mapping[str, str]) -> Iterator[MonitorRun]:
+    """Start a monitor run; an exception (or Ctrl-C) ends it FAILED, never left RUNNING."""
+    import mlflow
+
+    exp_id = experiment_id(experiment)
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name,
+                          tags={**tags, RUN_KIND_TAG: MONITOR_KIND}) as run:  # fmt: skip
+        yield MonitorRun(run.info.run_id)
+
+
+def set_run_tags(run_id: str, tags: Mapping[str, str]) -> None:
+    client = _client()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, _short(value))
+
+
+def recent_retrains(experiment: str, since_ms: int) -> list[int]:
+    """Start times (ms) of monitor runs since `since_ms` that launched a retraining."""
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = _client().search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{RETRAIN_TAG}` = '{RETRAIN_LAUNCHED}' and "
+        f"attributes.start_time >= {int(since_ms)}",
+        order_by=["attributes.start_time DESC"],
+        max_results=1000,
+    )
+    return [int(r.info.start_time) for r in runs]
+
+
+def _absolute_tracking_uri(uri: str) -> str:
+    """A relative sqlite path would point elsewhere once the project runs in its own folder."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri[len(prefix):]).resolve())
+    if "://" not in uri:
+        return str(Path(uri).resolve())
+    return uri
+
+
+def run_project(
+    project_uri: str, entry_point: str, parameters: Mapping[str, str],
+    experiment: str, env_manager: str, tags: Mapping[str, str],
+) -> tuple[str, str]:  # fmt: skip
+    """Rerun the MLflow project (`mlflow.projects.run`) and wait; returns (run_id, status).
+
+    The run is tagged before it starts working, so its trigger is recorded even if it fails.
+    The console script's folder goes first on PATH so the entry point finds `ctloop`.
+    """
+    import sys
+
+    import mlflow
+    import mlflow.projects
+
+    old_uri, old_path = mlflow.get_tracking_uri(), os.environ.get("PATH", "")
+    mlflow.set_tracking_uri(_absolute_tracking_uri(old_uri))
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), old_path])
+    submitted = None
+    try:
+        submitted = mlflow.projects.run(
+            project_uri, entry_point=entry_point, parameters=dict(parameters),
+            experiment_id=experiment_id(experiment), env_manager=env_manager,
+            synchronous=False, run_name=f"retrain-{time.strftime('%Y%m%d-%H%M%S')}",
+        )  # fmt: skip
+        set_run_tags(submitted.run_id, tags)
+        ok = submitted.wait()
+    except KeyboardInterrupt:
+        if submitted is not None:
+            submitted.cancel()
+            _terminate_if_running(submitted.run_id, "FAILED")
+        raise
+    finally:
+        os.environ["PATH"] = old_path
+        mlflow.set_tracking_uri(old_uri)
+    _terminate_if_running(submitted.run_id, "FINISHED" if ok else "FAILED")
+    return submitted.run_id, _client().get_run(submitted.run_id).info.status
+
+
+def _terminate_if_running(run_id: str, status: str) -> None:
+    client = _client()
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_terminated(run_id, status)

@@ -55,7 +55,7 @@ ProgressCallback = Callable[[int, int, TrialResult | None], None]
 
 
 def _run_trial(trial: Trial, encoder: FeatureEncoder, splits_xy: tuple, labels: tuple,
-               workdir: str, plots: bool) -> tracking.TrialRecord:  # fmt: skip
+               workdir: str, plots: bool) -> tracking.TrialRecord:
     """Fit and score one trial (in a worker): everything but the MLflow calls."""
     X_train, y_train, X_val, y_val, example = splits_xy
     with threadpool_limits(1):
@@ -79,9 +79,9 @@ def _run_trial(trial: Trial, encoder: FeatureEncoder, splits_xy: tuple, labels: 
         )
         plot_dir = folder / "plots"
         save_plots(plot_dir, y_val, probability, model.threshold, list(encoder.columns),
-                   importance)  # fmt: skip
+                   importance)
     return tracking.TrialRecord(trial.name, trial.family, trial.params, metrics,
-                                folder / tracking.MODEL_DATA_DIR, plot_dir, example)  # fmt: skip
+                                folder / tracking.MODEL_DATA_DIR, plot_dir, example)
 
 
 class _Importance:
@@ -96,13 +96,13 @@ def _xgb_importance(booster, encoder: FeatureEncoder) -> _Importance:
 
 
 def train(cfg: Config, on_progress: ProgressCallback | None = None,
-          extra_tags: dict[str, str] | None = None) -> TrainResult:  # fmt: skip
+          extra_tags: dict[str, str] | None = None) -> TrainResult:
     """Load, split, fit every trial in parallel, log it all; returns trials best first."""
     started = time.perf_counter()
     dataset = load_dataset(cfg.data)
     splits: Splits = split_dataset(dataset, cfg.split)
     encoder = FeatureEncoder.fit(splits.train.frame, dataset.feature_columns, dataset.categorical,
-                                 cfg.data.features.max_categories)  # fmt: skip
+                                 cfg.data.features.max_categories)
     X_train = encoder.encode_frame(splits.train.frame)
     X_val = encoder.encode_frame(splits.validation.frame)
     example = splits.validation.X.head(3).reset_index(drop=True)
@@ -112,7 +112,7 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
     window = dataset.window_bounds()
     rows = {"train": len(splits.train.frame), "validation": len(splits.validation.frame),
             "holdout": len(splits.holdout.frame), **{f"dropped_{k}": v for k, v in
-                                                     dataset.dropped_rows.items()}}  # fmt: skip
+                                                     dataset.dropped_rows.items()}}
     tags = {
         "ctloop.config_hash": cfg.digest(),
         "ctloop.git_commit": tracking.git_commit(),
@@ -124,18 +124,22 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
     params = {"n_trials": len(trials), "primary_metric": cfg.training.primary_metric,
               "features": ",".join(dataset.feature_columns), "target": dataset.target,
               "positive_label": dataset.positive_label, **{f"rows_{k}": v for k, v in
-                                                           rows.items()}}  # fmt: skip
+                                                           rows.items()}}
     result = TrainResult("", cfg.name, cfg.training.primary_metric, window=window, rows=rows)
     if on_progress:
         on_progress(0, len(trials), None)
     with (
         tempfile.TemporaryDirectory(prefix="ctloop-train-") as workdir,
         tracking.training_run(cfg.name, f"train-{time.strftime('%Y%m%d-%H%M%S')}", params,
-                              tags) as run,  # fmt: skip
+                              tags) as run,
     ):
         result.run_id = run.run_id
         run.log_dataset(splits.train, "training")
-        run.log_reference(splits.train.frame[[*dataset.feature_columns, dataset.target]])
+        kept = [*dataset.feature_columns, dataset.target]
+        if dataset.time_column:
+            kept.append(dataset.time_column)
+        run.log_frame(splits.train.frame[kept], tracking.REFERENCE_ARTIFACT)
+        run.log_frame(splits.holdout.frame[kept], tracking.HOLDOUT_ARTIFACT)
         jobs = Parallel(n_jobs=_n_jobs(cfg, len(trials)), return_as="generator_unordered")
         for record in jobs(
             delayed(_run_trial)(t, encoder, xy, labels, workdir, cfg.training.plots) for t in trials
@@ -143,7 +147,7 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
             model = TabularModel.load(record.model_dir)
             run_id = run.log_trial(record, model, tags)
             result.trials.append(TrialResult(record.name, record.family, run_id,
-                                             dict(record.metrics)))  # fmt: skip
+                                             dict(record.metrics)))
             if on_progress:
                 on_progress(len(result.trials), len(trials), result.trials[-1])
         metric = cfg.training.primary_metric

@@ -1,1 +1,0 @@
-"""deploy stage (being built)."""

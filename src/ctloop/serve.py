@@ -1,1 +1,0 @@
-"""serve stage (being built)."""
