@@ -261,10 +261,82 @@ def deploy(config: ConfigOption = DEFAULT_CONFIG_PATH,
               f"{result.capture_uri}")  # fmt: skip
 
 
+_MONITOR_EXIT = {"no_drift": EXIT_OK, "drift": EXIT_DRIFT, "alert": EXIT_ALERT,
+                 "no_data": EXIT_NO_DATA}  # fmt: skip
+
+
+def _seconds(text: str) -> float:
+    """'10m', '30s', '1h', '90' (seconds) -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    try:
+        value = float(text[:-1]) * units[text[-1]] if text[-1:] in units else float(text)
+    except (ValueError, IndexError):
+        raise typer.BadParameter(f"{text!r} is not a duration like 10m, 30s or 1h") from None
+    if value <= 0:
+        raise typer.BadParameter("the interval must be positive")
+    return value
+
+
+@app.command()
+def monitor(
+    config: ConfigOption = DEFAULT_CONFIG_PATH,
+    current: Annotated[str | None, typer.Option(
+        help="Capture folder or s3:// prefix (default serve.capture.directory), or a "
+             "CSV/Parquet file.")] = None,
+    since: Annotated[str | None, typer.Option(
+        help="Window start, ISO time (UTC); default: when the champion was registered.")] = None,
+    until: Annotated[str | None, typer.Option(help="Window end, exclusive.")] = None,
+    retrain: Annotated[bool, typer.Option(
+        "--retrain", help="On drift, rerun the MLflow project to retrain.")] = False,
+    ground_truth: Annotated[str | None, typer.Option(
+        help="Ground-truth folder/prefix (Model Monitor format).")] = None,
+    every: Annotated[str | None, typer.Option(
+        help="Repeat in the foreground every interval (e.g. 10m) until Ctrl-C.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")]
+    = False,
+) -> None:  # fmt: skip
+    """Drift and quality report on live traffic. Exit 0 no drift, 4 drift, 5 alert, 6 no data."""
+    cfg = _load(config)
+
+    def show(result) -> None:
+        if as_json:
+            import json
+
+            out.print_json(json.dumps(result.to_dict(), default=str))
+        else:
+            out.print(result.summary(), highlight=False, soft_wrap=True)
+
+    if every is None:
+        result = loop.monitor(cfg, current, since, until, retrain, ground_truth)
+        show(result)
+        raise typer.Exit(_MONITOR_EXIT[result.decision])
+    interval = _seconds(every)
+    last = {"code": EXIT_OK}
+
+    def on_result(result, error) -> None:
+        if error is not None:
+            console.print(f"[red]monitor failed:[/red] {error}", highlight=False, soft_wrap=True)
+            last["code"] = EXIT_ERROR
+            return
+        show(result)
+        last["code"] = _MONITOR_EXIT[result.decision]
+
+    console.print(f"monitoring {cfg.name} every {every}; Ctrl-C to stop", highlight=False)
+    try:
+        loop.monitor_every(cfg, interval, on_result, current, since, retrain, ground_truth)
+    except KeyboardInterrupt:
+        console.print("stopped", highlight=False)
+    raise typer.Exit(last["code"])
+
+
 def main() -> None:
     """Console-script entry point: map known failures to one stderr line and an exit code."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click *returns* the code of a `typer.Exit(code)`.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except (ConfigError, DataError, loop.UserError) as exc:
         if _state["debug"]:
             raise

@@ -496,8 +496,10 @@ def _absolute_tracking_uri(uri: str) -> str:
 def run_project(
     project_uri: str, entry_point: str, parameters: Mapping[str, str],
     experiment: str, env_manager: str, tags: Mapping[str, str],
-) -> tuple[str, str]:  # fmt: skip
-    """Rerun the MLflow project (`mlflow.projects.run`) and wait; returns (run_id, status).
+) -> tuple[str, str, int | None]:  # fmt: skip
+    """Rerun the MLflow project (`mlflow.projects.run`) and wait.
+
+    Returns (run_id, MLflow run status, exit code of the entry point's command).
 
     The run is tagged before it starts working, so its trigger is recorded even if it fails.
     The console script's folder goes first on PATH so the entry point finds `ctloop`.
@@ -528,7 +530,9 @@ def run_project(
         os.environ["PATH"] = old_path
         mlflow.set_tracking_uri(old_uri)
     _terminate_if_running(submitted.run_id, "FINISHED" if ok else "FAILED")
-    return submitted.run_id, _client().get_run(submitted.run_id).info.status
+    process = getattr(submitted, "command_proc", None)
+    code = process.returncode if process is not None else None
+    return submitted.run_id, _client().get_run(submitted.run_id).info.status, code
 
 
 def _terminate_if_running(run_id: str, status: str) -> None:

@@ -1,1 +1,0 @@
-"""monitor stage (being built)."""

@@ -1,0 +1,395 @@
+"""Read captured traffic (SageMaker Data Capture JSON Lines) and Model Monitor ground truth.
+
+One capture line is one request:
+  {"captureData": {"endpointInput":  {"observedContentType", "mode": "INPUT", "data", "encoding"},
+                   "endpointOutput": {"observedContentType", "mode": "OUTPUT", "data", "encoding"}},
+   "eventMetadata": {"eventId", "inferenceId"?, "inferenceTime": "2026-01-02T03:04:05Z"},
+   "eventVersion": "0"}
+Files sit under `yyyy/mm/dd/hh/` folders, locally or under an S3 prefix; both are read through
+pyarrow's filesystem layer (S3 honours AWS_ENDPOINT_URL). `encoding` is JSON, CSV or BASE64.
+Lines that cannot be decoded are skipped and counted, never fatal: one bad writer must not
+blind the monitor. Rows are decoded in chunks into column lists, so a million single-row
+requests never exist as a million dicts at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+CHUNK_ROWS = 100_000
+_HOUR_PATH = re.compile(r"(?:^|/)(\d{4})/(\d{2})/(\d{2})/(\d{2})(?:/|$)")
+
+
+class CaptureError(ValueError):
+    """A capture location that cannot be read at all (missing folder, bad URI)."""
+
+
+@dataclass
+class CaptureData:
+    """Decoded traffic: feature rows, the served predictions if captured, and bookkeeping."""
+
+    frame: pd.DataFrame
+    probability: np.ndarray | None  # captured positive-class probability per row, if complete
+    event_ids: np.ndarray  # per row (a request's rows share its event id)
+    inference_times: pd.Series  # per row, UTC
+    requests: int = 0
+    malformed_lines: int = 0
+    outside_window: int = 0
+    files: int = 0
+    malformed_examples: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return len(self.frame)
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """An ISO-8601 instant; a naive value is taken as UTC (capture times are UTC)."""
+    if value is None or value == "":
+        return None
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise CaptureError(f"invalid time {value!r}: use ISO 8601, e.g. 2026-01-31T12:00") from None
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.to_pydatetime()
+
+
+def _filesystem(location: str):
+    import pyarrow.fs as pafs
+
+    try:
+        if "://" in location:
+            fs, path = pafs.FileSystem.from_uri(location)
+        else:
+            fs, path = pafs.LocalFileSystem(), str(location)
+            import os
+
+            path = os.path.abspath(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for bad URIs
+        raise CaptureError(f"{location}: cannot open capture location: {exc}") from None
+    return fs, path.rstrip("/")
+
+
+def _hour_of(path: str) -> datetime | None:
+    match = _HOUR_PATH.search(path)
+    if not match:
+        return None
+    try:
+        return datetime(*map(int, match.groups()), tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def list_files(location: str, since: datetime | None = None,
+               until: datetime | None = None) -> list[tuple[Any, str]]:  # fmt: skip
+    """Capture files under a folder or prefix, skipping hour folders wholly outside the window."""
+    import pyarrow.fs as pafs
+
+    fs, root = _filesystem(location)
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.NotFound:
+        raise CaptureError(f"{location}: capture location not found")
+    if info.type == pafs.FileType.File:
+        return [(fs, root)]
+    selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+    files = []
+    for entry in fs.get_file_info(selector):
+        if entry.type != pafs.FileType.File or entry.base_name.startswith("."):
+            continue
+        if not entry.base_name.endswith((".jsonl", ".json", ".jsonl.gz", ".txt")) and "." in (
+            entry.base_name
+        ):
+            continue
+        hour = _hour_of(entry.path[len(root):])
+        if hour is not None:
+            if since is not None and hour.timestamp() + 3600 <= since.timestamp():
+                continue
+            if until is not None and hour.timestamp() >= until.timestamp():
+                continue
+        files.append((fs, entry.path))
+    files.sort(key=lambda item: item[1])
+    return files
+
+
+def _read_bytes(fs, path: str) -> bytes:
+    compression = "gzip" if path.endswith(".gz") else None
+    with fs.open_input_stream(path, compression=compression) as stream:
+        return stream.read()
+
+
+def _payload(block: dict) -> tuple[str, Any]:
+    """(kind, decoded) of an endpointInput/Output block: kind 'json' or 'csv'."""
+    data = block["data"]
+    encoding = str(block.get("encoding", "")).upper()
+    content_type = str(block.get("observedContentType", "")).lower()
+    if encoding == "BASE64":
+        data = base64.b64decode(data).decode("utf-8")
+    if encoding == "CSV" or "csv" in content_type:
+        return "csv", data
+    if isinstance(data, str):
+        return "json", orjson.loads(data)
+    return "json", data
+
+
+def _json_rows(payload: Any) -> tuple[tuple[str, ...] | None, list[list[Any]] | list[dict]]:
+    """MLflow scoring payloads: dataframe_split, dataframe_records, instances, inputs, records."""
+    if isinstance(payload, dict):
+        if "dataframe_split" in payload:
+            split = payload["dataframe_split"]
+            return tuple(split["columns"]), split["data"]
+        for key in ("dataframe_records", "instances", "inputs"):
+            if key in payload:
+                payload = payload[key]
+                break
+        else:
+            if "columns" in payload and "data" in payload:
+                return tuple(payload["columns"]), payload["data"]
+            return None, [payload]
+        if isinstance(payload, dict):  # inputs as {column: [values]}
+            columns = tuple(payload)
+            return columns, [list(v) for v in zip(*payload.values(), strict=True)]
+    if isinstance(payload, list) and all(isinstance(r, dict) for r in payload):
+        return None, payload
+    raise ValueError("unsupported JSON payload shape")
+
+
+def _csv_rows(text: str) -> list[list[str]]:
+    return [row for row in csv.reader(io.StringIO(text)) if row]
+
+
+def _probabilities(block: dict | None, n_rows: int) -> list[float] | None:
+    """The positive-class probability per row from a captured output, or None if unusable."""
+    if not block or "data" not in block:
+        return None
+    try:
+        kind, payload = _payload(block)
+        if kind == "csv":
+            values = [float(row[0]) for row in _csv_rows(payload)]
+        else:
+            if isinstance(payload, dict):
+                payload = payload.get("predictions", payload.get("outputs"))
+            if isinstance(payload, dict):  # columnar {"probability": [...], ...}
+                payload = payload.get("probability")
+            values = [float(p["probability"]) if isinstance(p, dict) else float(p)
+                      for p in payload]  # fmt: skip
+    except (ValueError, TypeError, KeyError, IndexError, orjson.JSONDecodeError):
+        return None
+    return values if len(values) == n_rows else None
+
+
+class _Chunk:
+    """Rows accumulated column-wise until they are turned into a DataFrame."""
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.columns = list(columns)
+        self.index = {c: i for i, c in enumerate(self.columns)}
+        self.values: list[list[Any]] = [[] for _ in self.columns]
+        self.n = 0
+
+    def add_rows(self, columns: tuple[str, ...], rows: list[list[Any]]) -> None:
+        positions = [self.index.get(c) for c in columns]
+        width = len(columns)
+        for row in rows:
+            if len(row) != width:
+                raise ValueError(f"row has {len(row)} values for {width} columns")
+        for pos, source in zip(positions, range(width), strict=True):
+            if pos is None:
+                continue
+            self.values[pos].extend(row[source] for row in rows)
+        filled = {p for p in positions if p is not None}
+        for pos in range(len(self.columns)):
+            if pos not in filled:
+                self.values[pos].extend([None] * len(rows))
+        self.n += len(rows)
+
+    def add_records(self, records: list[dict]) -> None:
+        for pos, col in enumerate(self.columns):
+            self.values[pos].extend(r.get(col) for r in records)
+        self.n += len(records)
+
+    def frame(self, numeric: frozenset[str]) -> pd.DataFrame:
+        data = {}
+        for col, values in zip(self.columns, self.values, strict=True):
+            if col in numeric:
+                array = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
+                data[col] = array.astype("float64")
+            else:
+                series = pd.Series(values, dtype=object)
+                data[col] = series.where(series.isna(), series.astype(str))
+        return pd.DataFrame(data)
+
+
+def read_capture(
+    location: str,
+    feature_columns: Sequence[str],
+    numeric_columns: Sequence[str],
+    since: datetime | None = None,
+    until: datetime | None = None,
+    extra_columns: Sequence[str] = (),
+) -> CaptureData:
+    """Decode every request in [since, until) under `location` into one frame.
+
+    `feature_columns` (the model's) define the CSV column order; `extra_columns` (e.g. the
+    target or time column, when the caller sent them) are kept if present in JSON payloads.
+    """
+    columns = [*feature_columns, *[c for c in extra_columns if c not in feature_columns]]
+    numeric = frozenset(numeric_columns)
+    since_key = since.strftime("%Y-%m-%dT%H:%M:%S") if since else None
+    until_key = until.strftime("%Y-%m-%dT%H:%M:%S") if until else None
+    frames: list[pd.DataFrame] = []
+    probs: list[float] = []
+    probs_complete = True
+    event_ids: list[str] = []
+    times: list[str] = []
+    chunk = _Chunk(columns)
+    result = CaptureData(pd.DataFrame(), None, np.array([]), pd.Series(dtype="datetime64[ns, UTC]"))
+    present: set[str] = set()
+    files = list_files(location, since, until)
+    result.files = len(files)
+    for fs, path in files:
+        for number, line in enumerate(_read_bytes(fs, path).splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+                meta = record["eventMetadata"]
+                when = str(meta["inferenceTime"])
+                key = _time_key(when)
+                if (since_key and key < since_key) or (until_key and key >= until_key):
+                    result.outside_window += 1
+                    continue
+                capture = record["captureData"]
+                kind, payload = _payload(capture["endpointInput"])
+                if kind == "csv":
+                    cols, rows = tuple(feature_columns), _csv_rows(payload)
+                else:
+                    cols, rows = _json_rows(payload)
+                if cols is None:
+                    chunk.add_records(rows)
+                    for r in rows:
+                        present.update(r)
+                else:
+                    chunk.add_rows(cols, rows)
+                    present.update(cols)
+                n = len(rows)
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+                result.malformed_lines += 1
+                if len(result.malformed_examples) < 5:
+                    result.malformed_examples.append(f"{path}:{number}: {type(exc).__name__}: "
+                                                     f"{str(exc)[:120]}")  # fmt: skip
+                continue
+            result.requests += 1
+            event_id = str(meta.get("inferenceId") or meta.get("eventId") or "")
+            event_ids.extend([event_id] * n)
+            times.extend([when] * n)
+            if probs_complete:
+                served = _probabilities(capture.get("endpointOutput"), n)
+                if served is None:
+                    probs_complete = False
+                    probs = []
+                else:
+                    probs.extend(served)
+            if chunk.n >= CHUNK_ROWS:
+                frames.append(chunk.frame(numeric))
+                chunk = _Chunk(columns)
+    if chunk.n or not frames:
+        frames.append(chunk.frame(numeric))
+    if result.malformed_lines:
+        log.warning("skipped %d malformed capture line(s) under %s; first: %s",
+                    result.malformed_lines, location, result.malformed_examples[0])  # fmt: skip
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    # A column no request carried is absent, not "all missing": the caller reports the mismatch.
+    result.frame = frame.drop(columns=[c for c in columns if c not in present])
+    result.probability = np.asarray(probs, dtype=np.float64) if probs_complete and probs else None
+    result.event_ids = np.asarray(event_ids, dtype=object)
+    result.inference_times = pd.Series(pd.to_datetime(times, utc=True, format="ISO8601"))
+    return result
+
+
+def _time_key(value: str) -> str:
+    """A sortable key for an ISO inference time: 'YYYY-MM-DDTHH:MM:SS' in UTC."""
+    if len(value) >= 19 and value[10] == "T" and (value.endswith("Z") or len(value) == 19):
+        return value[:19]
+    stamp = parse_time(value)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def read_ground_truth(location: str, positive_label: Any, negative_label: Any
+                      ) -> tuple[dict[str, list[int]], int]:  # fmt: skip
+    """event id -> 0/1 labels from Model Monitor ground-truth lines; returns (labels, malformed).
+
+    Line format: {"groundTruthData": {"data": "1", "encoding": "CSV"},
+                  "eventMetadata": {"eventId": "..."}, "eventVersion": "0"}.
+    A label equal to the positive (negative) label, or 1/0/true/false, maps to 1 (0).
+    """
+    labels: dict[str, list[int]] = {}
+    malformed = 0
+    for fs, path in list_files(location):
+        for line in _read_bytes(fs, path).splitlines():
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+                meta = record["eventMetadata"]
+                event_id = str(meta.get("inferenceId") or meta["eventId"])
+                kind, payload = _payload(record["groundTruthData"])
+                values = ([v for row in _csv_rows(payload) for v in row] if kind == "csv" else
+                          payload if isinstance(payload, list) else [payload])  # fmt: skip
+                labels[event_id] = [_binary(v, positive_label, negative_label) for v in values]
+            except (ValueError, TypeError, KeyError, AttributeError):
+                malformed += 1
+    if malformed:
+        log.warning("skipped %d malformed ground-truth line(s) under %s", malformed, location)
+    return labels, malformed
+
+
+def _binary(value: Any, positive: Any, negative: Any) -> int:
+    text = str(value).strip()
+    if text == str(positive):
+        return 1
+    if text == str(negative):
+        return 0
+    lowered = text.lower()
+    if lowered in ("1", "1.0", "true"):
+        return 1
+    if lowered in ("0", "0.0", "false"):
+        return 0
+    raise ValueError(f"label {value!r} is neither {positive!r} nor {negative!r}")
+
+
+def join_ground_truth(event_ids: np.ndarray, labels: dict[str, list[int]]) -> np.ndarray:
+    """Per-row 0/1 labels (NaN where no ground truth), matching a request's rows in order."""
+    out = np.full(len(event_ids), np.nan)
+    position: dict[str, int] = {}
+    for i, event_id in enumerate(event_ids):
+        values = labels.get(event_id)
+        if not values:
+            continue
+        k = position.get(event_id, 0)
+        position[event_id] = k + 1
+        if k < len(values):
+            out[i] = values[k]
+        elif len(values) == 1:
+            out[i] = values[0]
+    return out
+
+
+def iter_lines(path: str) -> Iterator[bytes]:
+    """Lines of one capture file (for tools and tests)."""
+    fs, root = _filesystem(path)
+    yield from _read_bytes(fs, root).splitlines()

@@ -1,0 +1,113 @@
+"""The monitor's decision and the loop-safety rules, as pure functions of plain values.
+
+Decisions, most severe first:
+  no_data   the window holds no rows: nothing to judge (its own exit code);
+  alert     the data itself looks broken (too few rows, a feature mostly missing or empty):
+            never retrain on it, tell a person instead;
+  drift     share of drifted features >= thresholds.drift_share, or the prediction drifted
+            (thresholds.prediction_drift), or a quality metric crossed thresholds.min_quality;
+  no_drift  none of the above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ctloop.config import MonitorConfig
+from ctloop.metrics import LOWER_IS_BETTER
+from ctloop.monitor.drift import ColumnDrift
+
+NO_DATA, ALERT, DRIFT, NO_DRIFT = "no_data", "alert", "drift", "no_drift"
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    missing_share: dict[str, float]
+    empty_columns: tuple[str, ...]
+    problems: tuple[str, ...]
+
+
+def data_quality(frame: pd.DataFrame, columns: Sequence[str], cfg: MonitorConfig) -> QualityReport:
+    """Missing share per feature; problems that veto retraining (too few rows, broken columns)."""
+    rows = len(frame)
+    missing = {c: float(frame[c].isna().mean()) if rows else 1.0 for c in columns}
+    empty = tuple(c for c, share in missing.items() if share >= 1.0)
+    problems = []
+    if 0 < rows < cfg.min_rows:
+        problems.append(f"only {rows} current rows, need at least {cfg.min_rows} "
+                        "(monitor.min_rows)")  # fmt: skip
+    if rows and empty:
+        problems.append(f"empty feature column(s): {', '.join(empty)}")
+    too_missing = [f"{c} ({share:.0%})" for c, share in missing.items()
+                   if cfg.max_missing_share < share < 1.0]  # fmt: skip
+    if rows and too_missing:
+        problems.append(f"missing values above monitor.max_missing_share "
+                        f"({cfg.max_missing_share:.0%}): {', '.join(too_missing)}")  # fmt: skip
+    return QualityReport(missing, empty, tuple(problems))
+
+
+def quality_failures(quality: Mapping[str, float], minimums: Mapping[str, float]) -> list[str]:
+    """Metrics that crossed their bound: a floor, or a ceiling for lower-is-better metrics."""
+    failures = []
+    for metric, bound in minimums.items():
+        if metric not in quality:
+            continue
+        value = quality[metric]
+        if metric in LOWER_IS_BETTER:
+            if value > bound:
+                failures.append(f"{metric} {value:.4f} above the maximum {bound}")
+        elif value < bound:
+            failures.append(f"{metric} {value:.4f} below the minimum {bound}")
+    return failures
+
+
+def decide(
+    rows: int,
+    columns: Sequence[ColumnDrift],
+    prediction: ColumnDrift | None,
+    quality: Mapping[str, float],
+    data_problems: Sequence[str],
+    cfg: MonitorConfig,
+) -> tuple[str, list[str]]:
+    """(decision, reasons); reasons name the drifted columns and crossed thresholds."""
+    if rows == 0:
+        return NO_DATA, ["no current rows in the window"]
+    reasons: list[str] = []
+    drifted = [c for c in columns if c.drifted]
+    share = len(drifted) / len(columns) if columns else 0.0
+    threshold = cfg.thresholds.drift_share
+    if columns and share >= threshold:
+        reasons.append(f"{len(drifted)}/{len(columns)} features drifted ({share:.0%} >= "
+                       f"{threshold:.0%}): {', '.join(c.column for c in drifted)}")  # fmt: skip
+    if prediction is not None and prediction.drifted and cfg.thresholds.prediction_drift:
+        reasons.append(f"prediction drifted ({prediction.method} {prediction.score:.3f}, "
+                       f"threshold {prediction.threshold})")  # fmt: skip
+    reasons.extend(quality_failures(quality, cfg.thresholds.min_quality))
+    if data_problems:
+        return ALERT, [*data_problems, *reasons]
+    if reasons:
+        return DRIFT, reasons
+    note = f"{len(drifted)}/{len(columns)} features drifted ({share:.0%} < {threshold:.0%})"
+    if drifted:
+        note += f": {', '.join(c.column for c in drifted)}"
+    return NO_DRIFT, [note]
+
+
+def retrain_allowed(
+    now_ms: int, previous_ms: Sequence[int], cfg: MonitorConfig
+) -> tuple[bool, str]:
+    """Cooldown since the last retrain and a cap per rolling 24 hours."""
+    last_day = [t for t in previous_ms if now_ms - t < DAY_MS]
+    if len(last_day) >= cfg.max_retrains_per_day:
+        return False, (f"cap reached: {len(last_day)} retrain(s) in the last 24 h "
+                       f"(monitor.max_retrains_per_day={cfg.max_retrains_per_day})")  # fmt: skip
+    if previous_ms:
+        minutes = (now_ms - max(previous_ms)) / 60_000
+        if minutes < cfg.cooldown_minutes:
+            return False, (f"cooldown: last retrain {minutes:.1f} min ago "
+                           f"(monitor.cooldown_minutes={cfg.cooldown_minutes:g})")  # fmt: skip
+    return True, "allowed"
