@@ -133,12 +133,15 @@ def _read_bytes(fs, path: str) -> bytes:
 
 
 def _payload(block: dict) -> tuple[str, Any]:
-    """(kind, decoded) of an endpointInput/Output block: kind 'json' or 'csv'."""
+    """(kind, decoded) of an endpointInput/Output block: kind 'json', 'csv' or 'frame'."""
     data = block["data"]
     encoding = str(block.get("encoding", "")).upper()
     content_type = str(block.get("observedContentType", "")).lower()
     if encoding == "BASE64":
-        data = base64.b64decode(data).decode("utf-8")
+        raw = base64.b64decode(data, validate=True)
+        if "parquet" in content_type:
+            return "frame", pd.read_parquet(io.BytesIO(raw))
+        data = raw.decode("utf-8")
     if encoding == "CSV" or "csv" in content_type:
         return "csv", data
     if isinstance(data, str):
@@ -170,6 +173,15 @@ def _json_rows(payload: Any) -> tuple[tuple[str, ...] | None, list[list[Any]] | 
 
 def _csv_rows(text: str) -> list[list[str]]:
     return [row for row in csv.reader(io.StringIO(text)) if row]
+
+
+def _csv_table(text: str, feature_columns: Sequence[str],
+               known: frozenset[str]) -> tuple[tuple[str, ...], list[list[str]]]:  # fmt: skip
+    """CSV with a header row (MLflow scoring) or without (SageMaker: the model's column order)."""
+    rows = _csv_rows(text)
+    if rows and all(value in known for value in rows[0]):
+        return tuple(rows[0]), rows[1:]
+    return tuple(feature_columns), rows
 
 
 def _probabilities(block: dict | None, n_rows: int) -> list[float] | None:
@@ -248,6 +260,7 @@ def read_capture(
     target or time column, when the caller sent them) are kept if present in JSON payloads.
     """
     columns = [*feature_columns, *[c for c in extra_columns if c not in feature_columns]]
+    known = frozenset(columns)
     numeric = frozenset(numeric_columns)
     since_key = since.strftime("%Y-%m-%dT%H:%M:%S") if since else None
     until_key = until.strftime("%Y-%m-%dT%H:%M:%S") if until else None
@@ -276,7 +289,9 @@ def read_capture(
                 capture = record["captureData"]
                 kind, payload = _payload(capture["endpointInput"])
                 if kind == "csv":
-                    cols, rows = tuple(feature_columns), _csv_rows(payload)
+                    cols, rows = _csv_table(payload, feature_columns, known)
+                elif kind == "frame":
+                    cols, rows = tuple(map(str, payload.columns)), payload.to_numpy().tolist()
                 else:
                     cols, rows = _json_rows(payload)
                 if cols is None:
