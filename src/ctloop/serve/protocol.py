@@ -84,12 +84,8 @@ def encode_request(body: bytes, mime: str, encoder: FeatureEncoder) -> np.ndarra
     if not body:
         raise bad("empty request body")
     try:
-        if mime == JSON:
-            X = _encode_json(_load_json(body), encoder)
-        elif mime == CSV:
-            X = _encode_csv(body, encoder)
-        else:
-            X = _encode_parquet(body, encoder)
+        with np.errstate(over="ignore", invalid="ignore"):  # 1e39 -> inf, refused below
+            X = _encode(body, mime, encoder)
     except RequestError:
         raise
     except EncodingError as exc:
@@ -100,6 +96,14 @@ def encode_request(body: bytes, mime: str, encoder: FeatureEncoder) -> np.ndarra
         raise bad("the request holds no rows to score")
     _check_finite(X, encoder)
     return X
+
+
+def _encode(body: bytes, mime: str, encoder: FeatureEncoder) -> np.ndarray:
+    if mime == JSON:
+        return _encode_json(_load_json(body), encoder)
+    if mime == CSV:
+        return _encode_csv(body, encoder)
+    return _encode_parquet(body, encoder)
 
 
 def _load_json(body: bytes) -> Any:
