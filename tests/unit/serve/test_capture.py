@@ -1,4 +1,4 @@
-"""Capture files: SageMaker Data Capture lines, one per request, rotated by hour, flushed on close."""
+"""Capture files: SageMaker Data Capture lines, one per request, rotated hourly, flushed."""
 
 from __future__ import annotations
 

@@ -38,7 +38,8 @@ def _parquet() -> bytes:
 
 
 PAYLOADS = {
-    "dataframe_split": (JSON, orjson.dumps({"dataframe_split": {"columns": COLUMNS, "data": ROWS}})),
+    "dataframe_split": (JSON, orjson.dumps({"dataframe_split": {"columns": COLUMNS,
+                                                                "data": ROWS}})),
     "dataframe_split_reordered": (JSON, orjson.dumps({"dataframe_split": {
         "columns": COLUMNS[::-1], "data": [row[::-1] for row in ROWS]}})),
     "dataframe_records": (JSON, orjson.dumps({"dataframe_records": _records()})),
