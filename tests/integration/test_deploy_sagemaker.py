@@ -237,6 +237,36 @@ def test_create_blue_green_update_and_rollback(aws: str, store: dict[str, Any],
     assert registry.champion(NAME).version == v2  # rollback moves the endpoint, not the alias
 
 
+def test_a_release_sagemaker_rolls_back_leaves_the_old_version_serving(
+    aws: str, store: dict[str, Any],
+) -> None:  # fmt: skip
+    prepare_account(aws)
+    v1, v2 = store["versions"]
+    registry.move_champion(NAME, v1)
+    loop.deploy_sagemaker(store["config"])
+    live = describe()
+    # A second image that exists in ECR but whose container fails its health check.
+    broken = IMAGE_URL.replace(":1.0", ":broken")
+    boto3.client("ecr", region_name=REGION).put_image(
+        repositoryName=IMAGE_REPO, imageTag="broken",
+        imageManifest=json.dumps({"schemaVersion": 2, "config": {}, "layers": [], "mediaType":
+                                  "application/vnd.docker.distribution.manifest.v2+json"}))
+    STATE.failing_images.add(broken)
+    registry.move_champion(NAME, v2)
+    with pytest.raises(loop.UserError, match=r"rolled back .* the previous variant keeps serving"):
+        loop.deploy_sagemaker(with_sagemaker(store["config"], image_url=broken))
+    after = describe()
+    assert weights(after) == {f"v{v1}": 1.0}
+    assert after["EndpointConfigName"] == live["EndpointConfigName"]
+    assert endpoint_tags(after["EndpointArn"])[sm_stage.TAG_VERSION] == str(v1)
+    # The refused release's model and endpoint config are cleaned up; v1's remain.
+    sm = boto3.client("sagemaker", region_name=REGION)
+    assert [m["ModelName"] for m in sm.list_models()["Models"]] == [
+        describe_model_of(after)["ModelName"]]  # fmt: skip
+    assert [c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]] == [
+        live["EndpointConfigName"]]  # fmt: skip
+
+
 def test_default_image_is_mlflows_pyfunc_repository(aws: str, store: dict[str, Any]) -> None:
     prepare_account(aws, image=False, default_image=True)
     registry.move_champion(NAME, store["versions"][0])

@@ -46,6 +46,9 @@ class UpdateRecord:
 class SageMakerUpdateState:
     update_seconds: float = 0.3
     history: list[UpdateRecord] = field(default_factory=list)
+    # Images whose containers "fail health checks": an update to a config using one is rolled
+    # back as SageMaker does (InService on the old config, FailureReason set).
+    failing_images: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -80,9 +83,19 @@ def _update_endpoint(self) -> Any:
         before = [dict(v) for v in endpoint.production_variants]
     variants = endpoint._process_production_variants(config["ProductionVariants"])
     capture = config.get("DataCaptureConfig") or {}
+    images = {backend._models[v["ModelName"]].primary_container.get("Image")
+              for v in config["ProductionVariants"] if v["ModelName"] in backend._models}
+    failing = sorted(images & STATE.failing_images)
 
     def finish() -> None:
         with STATE.lock:
+            if failing:  # documented: a failed update leaves the endpoint on its old config
+                endpoint.pending_deployment_summary = None
+                endpoint.failure_reason = (f"The primary container for production variant "
+                                           f"did not pass the ping health check ({failing[0]}).")
+                endpoint.endpoint_status = "InService"
+                return
+            endpoint.failure_reason = None
             endpoint.production_variants = variants
             endpoint.data_capture_config = capture
             endpoint.endpoint_config_name = config_name
@@ -127,6 +140,7 @@ def moto_server(update_seconds: float = 0.3) -> Iterator[str]:
     install()
     STATE.update_seconds = update_seconds
     STATE.history.clear()
+    STATE.failing_images.clear()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -348,7 +348,7 @@ class _Waiter:
             if status == "InService":
                 if done(desc):
                     return desc
-                if left_service or desc.get("FailureReason"):
+                if left_service:  # it updated and came back without the change
                     raise DeployError(
                         f"SageMaker rolled back endpoint {self.endpoint} while {step}: "
                         f"{desc.get('FailureReason', 'see its CloudWatch logs')}; "
@@ -412,10 +412,15 @@ def _blue_green(
     desc = waiter.wait("waiting for a stable endpoint", lambda d: True)
     stale_configs = {desc["EndpointConfigName"]}
     if green not in _weights(desc):
+        blue_config = desc["EndpointConfigName"]
         _call_mlflow("adding the new variant", client.update_deployment, endpoint,
                      release.model_uri, flavor=FLAVOR,
                      config=_mlflow_config(release, settings, image, capture, "add"))  # fmt: skip
-        desc = waiter.wait(f"adding variant {green}", lambda d: green in _weights(d))
+        try:
+            desc = waiter.wait(f"adding variant {green}", lambda d: green in _weights(d))
+        except DeployError:
+            _discard_unused(sm, endpoint, keep=blue_config, variant=green)
+            raise
         stale_configs.add(desc["EndpointConfigName"])
 
     counts = {v["VariantName"]: v.get("CurrentInstanceCount") for v in desc["ProductionVariants"]}
@@ -434,8 +439,14 @@ def _blue_green(
     sm.create_endpoint_config(EndpointConfigName=final, DataCaptureConfig=capture, Tags=tags,
                               ProductionVariants=[{**variant, "InitialVariantWeight": 1.0}])
     sm.update_endpoint(EndpointName=endpoint, EndpointConfigName=final)
-    waiter.wait(f"retiring the old variants of {endpoint}",
-                lambda d: d["EndpointConfigName"] == final and set(_weights(d)) == {green})
+    try:
+        waiter.wait(f"retiring the old variants of {endpoint}",
+                    lambda d: d["EndpointConfigName"] == final and set(_weights(d)) == {green})
+    except DeployError as exc:
+        _best_effort(f"delete endpoint config {final}", sm.delete_endpoint_config,
+                     EndpointConfigName=final)  # fmt: skip
+        raise DeployError(f"{exc} (all traffic is on {green} already; run the deploy again to "
+                          "retire the old variant)") from exc  # fmt: skip
 
     # Only now is blue unreachable; its config and model are no longer needed (the registry
     # keeps the model version, so a rollback re-creates it).
@@ -444,6 +455,24 @@ def _blue_green(
                      EndpointConfigName=name)  # fmt: skip
     for name in retired:
         _best_effort(f"delete model {name}", sm.delete_model, ModelName=name)
+
+
+def _discard_unused(sm: Any, endpoint: str, keep: str, variant: str) -> None:
+    """After SageMaker rolled an update back: drop the endpoint configs MLflow made for
+    `variant` and its model, so a refused release leaves only what serves."""
+    pages = sm.get_paginator("list_endpoint_configs").paginate(NameContains=endpoint)
+    for summary in (c for page in pages for c in page["EndpointConfigs"]):
+        name = summary["EndpointConfigName"]
+        if name == keep or not name.startswith(f"{endpoint}-config-"):
+            continue
+        config = sm.describe_endpoint_config(EndpointConfigName=name)
+        models = [v["ModelName"] for v in config["ProductionVariants"]
+                  if v["VariantName"] == variant]  # fmt: skip
+        if models:
+            _best_effort(f"delete endpoint config {name}", sm.delete_endpoint_config,
+                         EndpointConfigName=name)  # fmt: skip
+            for model in models:
+                _best_effort(f"delete model {model}", sm.delete_model, ModelName=model)
 
 
 def _best_effort(what: str, fn: Callable[..., Any], **kwargs: Any) -> None:
