@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
+# Like an activated venv: `mlflow run --env-manager local` finds the `ctloop` console script.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install run test lint bench clean
 

@@ -221,7 +221,6 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         frame = frame[frame[target].notna()]
     frame = apply_window(frame, time_column, cfg.window).reset_index(drop=True)
 
-    positive = _match_label(frame[target], positive, source, target)
     classes = pd.unique(frame[target])
     if len(classes) < 2:
         raise DataError(f"{source}: target column '{target}' has a single class "
@@ -231,6 +230,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     if len(classes) > 2:
         raise DataError(f"{source}: target column '{target}' has {len(classes)} classes; "
                         "ctloop trains binary classifiers (map it to two values)")
+    positive = _match_label(frame[target], positive, source, target)
     negative = next(c for c in classes if c != positive)
     if len(frame) < cfg.min_rows:
         raise DataError(f"{source}: only {len(frame)} rows, need at least {cfg.min_rows} "

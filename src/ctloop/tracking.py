@@ -111,6 +111,15 @@ def experiment_id(name: str) -> str:
         return experiment.experiment_id
 
 
+def use_experiment(experiment_id: str) -> None:
+    """Make an experiment active without leaking MLFLOW_EXPERIMENT_ID into child processes
+    (mlflow.set_experiment exports it, and `mlflow run` then refuses --experiment-name)."""
+    import mlflow
+
+    mlflow.set_experiment(experiment_id=experiment_id)
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+
+
 def _model_signature(model: TabularModel, label_example: Any):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
@@ -210,7 +219,7 @@ def training_run(
     """Start the parent run; any exception (or Ctrl-C) ends it FAILED, never left RUNNING."""
     import mlflow
 
-    mlflow.set_experiment(experiment_id=experiment_id(experiment))
+    use_experiment(experiment_id(experiment))
     with mlflow.start_run(run_name=run_name, tags={**tags, RUN_KIND_TAG: TRAINING_KIND}) as run:
         mlflow.log_params({k: _short(v) for k, v in params.items()})
         yield TrainingRun(run.info.run_id, experiment)
@@ -296,7 +305,7 @@ def gate_run(parent_run_id: str, tags: Mapping[str, str]) -> Iterator[str]:
     import mlflow
 
     parent = _client().get_run(parent_run_id)
-    mlflow.set_experiment(experiment_id=parent.info.experiment_id)
+    use_experiment(parent.info.experiment_id)
     with mlflow.start_run(run_name=f"gate-{time.strftime('%Y%m%d-%H%M%S')}", nested=True,
                           parent_run_id=parent_run_id,
                           tags={**tags, RUN_KIND_TAG: GATE_KIND}) as run:

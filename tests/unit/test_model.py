@@ -1,0 +1,71 @@
+"""The deployable model: each family saves without pickle, loads, and predicts raw rows."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ctloop.candidates import Trial, fit_estimator
+from ctloop.features import FeatureEncoder
+from ctloop.model import ModelLoadError, TabularModel, _load_pyfunc
+from tests.conftest import make_churn
+
+
+@pytest.fixture(scope="module")
+def churn():
+    frame = make_churn(500)
+    columns = ["tenure", "monthly_charges", "contract", "internet"]
+    encoder = FeatureEncoder.fit(frame, columns, ["contract", "internet"])
+    return frame, encoder, encoder.encode_frame(frame), (frame["churn"] == "Yes").to_numpy(int)
+
+
+@pytest.mark.parametrize("family", ["xgboost", "logistic_regression", "hist_gradient_boosting",
+                                    "random_forest"])
+def test_each_family_round_trips_and_predicts_raw_columns(churn, family, tmp_path):
+    frame, encoder, X, y = churn
+    estimator = fit_estimator(Trial(0, family, {}, 1), X, y, encoder.categorical_indices)
+    if family == "xgboost":
+        estimator = estimator.get_booster()
+    model = TabularModel(encoder, estimator, family, 0.4, "Yes", "No")
+    model.save(tmp_path / "m")
+    assert "pickle" not in json.loads((tmp_path / "m/model.json").read_text())["estimator_file"]
+    loaded = _load_pyfunc(str(tmp_path / "m"))
+    raw = frame.drop(columns=["churn"]).head(20).copy()
+    raw.loc[0, "contract"] = "never-seen"  # unseen category
+    raw.loc[1, "tenure"] = np.nan  # missing value
+    out = loaded.predict(raw)
+    assert list(out.columns) == ["probability", "label"]
+    assert out["probability"].between(0, 1).all() and out["probability"].notna().all()
+    assert set(out["label"]) <= {"Yes", "No"}
+    assert (out["label"] == np.where(out["probability"] >= 0.4, "Yes", "No")).all()
+    np.testing.assert_allclose(out["probability"], model.predict(raw)["probability"], rtol=1e-6)
+
+
+def test_untrusted_types_in_a_skops_file_are_refused(churn, tmp_path):
+    """A file that would call an arbitrary function on load (here `os.system`) is refused."""
+    import os
+
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    _, encoder, X, y = churn
+    hostile = make_pipeline(FunctionTransformer(os.system),
+                            fit_estimator(Trial(0, "logistic_regression", {}, 1), X, y, [2, 3]))
+    model = TabularModel(encoder, hostile, "logistic_regression", 0.5, "Yes", "No")
+    model.save(tmp_path / "m")
+    with pytest.raises(ModelLoadError, match="refusing to load untrusted type"):
+        TabularModel.load(tmp_path / "m")
+
+
+def test_a_folder_that_is_not_a_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="not a ctloop model folder"):
+        TabularModel.load(tmp_path)
+
+
+def test_records_without_pandas_frames_are_accepted(churn, tmp_path):
+    frame, encoder, X, y = churn
+    estimator = fit_estimator(Trial(0, "logistic_regression", {}, 1), X, y, [2, 3])
+    model = TabularModel(encoder, estimator, "logistic_regression", 0.5, "Yes", "No")
+    records = frame.drop(columns=["churn"]).head(3).to_dict(orient="records")
+    assert len(model.predict(pd.DataFrame(records))) == 3
