@@ -357,7 +357,7 @@ class _Waiter:
             else:
                 left_service = True
             if time.monotonic() >= deadline:
-                raise DeployError(f"timed out after {self.timeout:.0f} s waiting for endpoint "
+                raise DeployError(f"timed out after {self.timeout:g} s waiting for endpoint "
                                   f"{self.endpoint} while {step} (status {status}); see "
                                   "deploy.sagemaker.timeout_seconds")  # fmt: skip
             time.sleep(self.poll)
