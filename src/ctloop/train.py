@@ -6,10 +6,14 @@ process; the parent only streams finished trials into MLflow, so logging overlap
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import logging
+import tarfile
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from ctloop import tracking
 from ctloop.candidates import Trial, feature_importance, fit_estimator, sample_trials
-from ctloop.config import Config
+from ctloop.config import Config, ConfigError
 from ctloop.data import Splits, load_dataset, split_dataset
 from ctloop.features import FeatureEncoder
 from ctloop.metrics import choose_threshold, classification_metrics, save_plots, sort_key
@@ -140,16 +144,16 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
             kept.append(dataset.time_column)
         run.log_frame(splits.train.frame[kept], tracking.REFERENCE_ARTIFACT)
         run.log_frame(splits.holdout.frame[kept], tracking.HOLDOUT_ARTIFACT)
-        jobs = Parallel(n_jobs=_n_jobs(cfg, len(trials)), return_as="generator_unordered")
-        for record in jobs(
-            delayed(_run_trial)(t, encoder, xy, labels, workdir, cfg.training.plots) for t in trials
-        ):
-            model = TabularModel.load(record.model_dir)
-            run_id = run.log_trial(record, model, tags)
-            result.trials.append(TrialResult(record.name, record.family, run_id,
-                                             dict(record.metrics)))
-            if on_progress:
-                on_progress(len(result.trials), len(trials), result.trials[-1])
+        with _trial_parallelism(cfg, len(trials), shared=[encoder, xy]) as n_jobs:
+            jobs = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
+            if cfg.compute.backend == "local":
+                done = jobs(delayed(_run_trial)(t, encoder, xy, labels, workdir,
+                                                cfg.training.plots) for t in trials)
+            else:  # a Dask worker may be another machine: its files come back as bytes
+                done = (_unpack_trial(record, payload, workdir) for record, payload in jobs(
+                    delayed(_run_trial_shipped)(t, encoder, xy, labels, cfg.training.plots)
+                    for t in trials))
+            result.trials = list(_log_trials(run, done, tags, len(trials), on_progress))
         metric = cfg.training.primary_metric
         result.trials.sort(key=lambda t: sort_key(metric)(t.metrics[metric]))
         run.mark_best(result.best.run_id, metric, result.best.metrics[metric])
@@ -163,3 +167,69 @@ def _n_jobs(cfg: Config, n_trials: int) -> int:
     cores = os.cpu_count() or 1
     wanted = cores if cfg.training.n_jobs < 0 else cfg.training.n_jobs
     return max(1, min(wanted, n_trials))
+
+
+def _log_trials(run: tracking.TrainingRun, done: Iterator[tracking.TrialRecord],
+                tags: dict[str, str], total: int,
+                on_progress: ProgressCallback | None) -> Iterator[TrialResult]:
+    """Log each trial as it finishes (in the parent: one MLflow client, one parent run)."""
+    for count, record in enumerate(done, 1):
+        model = TabularModel.load(record.model_dir)
+        run_id = run.log_trial(record, model, tags)
+        trial = TrialResult(record.name, record.family, run_id, dict(record.metrics))
+        if on_progress:
+            on_progress(count, total, trial)
+        yield trial
+
+
+@contextlib.contextmanager
+def _trial_parallelism(cfg: Config, n_trials: int, shared: list) -> Iterator[int]:
+    """The joblib backend for the trials; yields the `n_jobs` to give `Parallel`.
+
+    `local`: loky worker processes on this machine. `dask`: joblib's Dask backend on the
+    cluster at `compute.scheduler_address`; `shared` (encoder, arrays) is broadcast to the
+    workers once instead of being pickled into every task.
+    """
+    if cfg.compute.backend == "local":
+        yield _n_jobs(cfg, n_trials)
+        return
+    from distributed import Client
+    from joblib import parallel_config
+
+    address = cfg.compute.scheduler_address
+    if not address:
+        raise ConfigError("compute.scheduler_address is required when compute.backend is "
+                          "'dask' (e.g. tcp://scheduler:8786)")
+    try:
+        client = Client(address, set_as_default=False, timeout=30)
+    except (OSError, TimeoutError) as exc:
+        raise ConfigError(f"compute.scheduler_address: cannot reach the Dask scheduler at "
+                          f"{address}: {exc}") from None
+    with client:
+        log.info("trials on Dask at %s (%d worker threads)", address,
+                 sum(client.nthreads().values()))
+        with parallel_config(backend="dask", client=client, scatter=shared,
+                             wait_for_workers_timeout=60):
+            yield -1
+
+
+def _run_trial_shipped(trial: Trial, encoder: FeatureEncoder, splits_xy: tuple, labels: tuple,
+                       plots: bool) -> tuple[tracking.TrialRecord, bytes]:
+    """A trial on a Dask worker: its model and plot files come back as a tar, since the
+    worker need not share a file system with the process that logs to MLflow."""
+    with tempfile.TemporaryDirectory(prefix="ctloop-trial-") as tmp:
+        record = _run_trial(trial, encoder, splits_xy, labels, tmp, plots)
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            tar.add(Path(tmp) / trial.name, arcname=trial.name)
+    return record, buffer.getvalue()
+
+
+def _unpack_trial(record: tracking.TrialRecord, payload: bytes,
+                  workdir: str) -> tracking.TrialRecord:
+    with tarfile.open(fileobj=io.BytesIO(payload), mode="r:gz") as tar:
+        tar.extractall(workdir, filter="data")
+    folder = Path(workdir) / record.name
+    return dataclasses.replace(
+        record, model_dir=folder / tracking.MODEL_DATA_DIR,
+        plot_dir=folder / "plots" if record.plot_dir is not None else None)
