@@ -276,6 +276,11 @@ def download_model_dir(model_uri: str, dst: str | Path | None = None) -> Path:
 
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=(
         str(dst) if dst else None)))
+    if not (local / "MLmodel").exists():
+        # A models:/ version whose source is runs:/<id>/model lands in <dst>/model/ instead.
+        nested = [p.parent for p in local.glob("*/MLmodel")]
+        if len(nested) == 1:
+            local = nested[0]
     return local / "data" / MODEL_DATA_DIR
 
 
