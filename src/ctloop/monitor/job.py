@@ -35,7 +35,7 @@ from ctloop.model import TabularModel
 from ctloop.monitor import capture as cap
 from ctloop.monitor import decide as dec
 from ctloop.monitor.drift import PREDICTION_COLUMN, ColumnDrift, column_drift, dataset_drift
-from ctloop.monitor.report import TARGET_COLUMN, build_report
+from ctloop.monitor.report import DATA_REPORT, MODEL_REPORT, TARGET_COLUMN, build_reports
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,9 @@ class MonitorResult:
     rows: dict[str, int] = field(default_factory=dict)
     missing_share: dict[str, float] = field(default_factory=dict)
     monitor_run_id: str | None = None
-    report_html: str | None = None
+    report_html: str | None = None  # data drift + data quality (Evidently HTML)
     report_json: str | None = None
+    model_report_html: str | None = None  # prediction drift + classification quality
     retrain: str = "not requested"
     retrain_run_id: str | None = None
     retrain_status: str | None = None
@@ -133,6 +134,16 @@ def _champion(cfg: Config) -> tuple[registry.ModelVersion, TabularModel, str]:
         raise MonitorError(f"champion v{champion.version} of '{cfg.name}' has no training run "
                            "to take reference data from")  # fmt: skip
     return champion, model, parent
+
+
+def _holdout(parent_run_id: str) -> pd.DataFrame | None:
+    """The champion's holdout rows (out-of-sample reference for its predictions), if logged."""
+    try:
+        return tracking.load_holdout(parent_run_id)
+    except Exception:  # older runs logged no holdout: fall back to the training rows
+        log.info("training run %s has no holdout artifact; prediction reference = training "
+                 "rows", parent_run_id)  # fmt: skip
+        return None
 
 
 def _reference(parent_run_id: str, version: int) -> pd.DataFrame:
@@ -306,7 +317,11 @@ def run_monitor(
         testable = [c for c in columns if c not in quality_report.empty_columns]
         drift_cols = dataset_drift(ref_frame, cur.frame, testable, categorical)
         t = tick("drift_tests", t)
-        ref_prob = _predict(model, ref_frame, "reference")
+        holdout = _holdout(parent_run_id)
+        pred_ref = reference if holdout is None or holdout.empty else holdout
+        pred_ref_frame = _normalise(pred_ref, model)
+        ref_prob = _predict(model, pred_ref_frame, "reference")
+        result.rows["prediction_reference"] = len(pred_ref)
         cur_prob = cur.probability if cur.probability is not None else _predict(
             model, cur.frame, "current")  # fmt: skip
         prediction = column_drift(pd.Series(ref_prob), pd.Series(cur_prob), "num",
@@ -360,26 +375,30 @@ def run_monitor(
         result.monitor_run_id = run.run_id
         run.log(metrics, params, {})
         if n:
-            ref_full = ref_frame.assign(**{PREDICTION_COLUMN: ref_prob})
-            cur_full = cur.frame.assign(**{PREDICTION_COLUMN: cur_prob})
-            labelled = bool(result.quality)
-            if labelled:
-                ref_full[TARGET_COLUMN] = _to_binary(reference[target_and_time(cfg)[0]], model)
+            model_ref = pd.DataFrame({PREDICTION_COLUMN: ref_prob})
+            model_cur = pd.DataFrame({PREDICTION_COLUMN: cur_prob})
+            if result.quality:  # labels known: classification quality, holdout vs current
+                model_ref[TARGET_COLUMN] = _to_binary(pred_ref[target_and_time(cfg)[0]], model)
+                model_ref = model_ref.dropna()
                 known = ~np.isnan(cur.labels)
-                cur_full = cur_full[known].assign(**{TARGET_COLUMN: cur.labels[known]})
-            files = build_report(ref_full, cur_full,
-                                 [c for c in columns if c not in categorical
-                                  and c not in quality_report.empty_columns],
-                                 [c for c in categorical if c not in quality_report.empty_columns],
-                                 Path(tmp) / "report", cfg.monitor.sample_rows, cfg.split.seed,
-                                 cfg.monitor.thresholds.drift_share, labelled)  # fmt: skip
+                model_cur = model_cur[known].assign(**{TARGET_COLUMN: cur.labels[known]})
+            files = build_reports(ref_frame, cur.frame,
+                                  [c for c in columns if c not in categorical
+                                   and c not in quality_report.empty_columns],
+                                  [c for c in categorical
+                                   if c not in quality_report.empty_columns],
+                                  model_ref, model_cur, Path(tmp) / "report",
+                                  cfg.monitor.sample_rows, cfg.split.seed,
+                                  cfg.monitor.thresholds.drift_share)  # fmt: skip
             t = tick("evidently_report", t)
             folder_uri = run.log_artifacts(Path(tmp) / "report", "report")
-            result.report_html = f"{folder_uri}/drift_report.html"
-            result.report_json = f"{folder_uri}/drift_report.json"
+            result.report_html = f"{folder_uri}/{DATA_REPORT}.html"
+            result.report_json = f"{folder_uri}/{DATA_REPORT}.json"
+            result.model_report_html = f"{folder_uri}/{MODEL_REPORT}.html"
+            full = {**{c.column: c.drifted for c in drift_cols},
+                    PREDICTION_COLUMN: prediction.drifted}  # fmt: skip
             disagree = sorted(c for c, v in files.sample_verdicts.items()
-                              if c in result.feature_scores
-                              and v != (c in result.drifted_columns))  # fmt: skip
+                              if c in full and v != full[c])  # fmt: skip
             run.log({}, {"report_sample_rows": files.sample_rows},
                     {"ctloop.report_sample_disagreements": ",".join(disagree)})  # fmt: skip
             t = tick("log_artifacts", t)

@@ -1,9 +1,15 @@
-"""The Evidently report (HTML + JSON) that a person opens in the MLflow UI.
+"""The Evidently reports (HTML + JSON) that a person opens in the MLflow UI.
 
-It shows data drift per feature and for the prediction, a data-quality summary, and
-classification quality when labels are known. It runs on a seeded sample of at most
-`monitor.sample_rows` rows per side, because the preset's cost grows faster than the rows;
-the decision itself uses the full-data verdicts from `drift.py`.
+Two reports, because their honest references differ:
+  data_report    feature drift per column and a data-quality summary; reference = the rows
+                 the champion was trained on;
+  model_report   prediction drift, and classification quality when labels are known;
+                 reference = the champion's predictions on its holdout split (out-of-sample:
+                 in-sample predictions of a boosted model are more extreme than on any new
+                 data, so comparing live predictions to them flags drift that is not there).
+Both run on a seeded sample of at most `monitor.sample_rows` rows per side, because the
+presets' cost grows faster than the rows; the decision uses the full-data verdicts of
+`drift.py`, and any column where the sampled report disagrees is tagged on the run.
 """
 
 from __future__ import annotations
@@ -20,82 +26,102 @@ from ctloop.monitor.drift import PREDICTION_COLUMN
 log = logging.getLogger(__name__)
 
 TARGET_COLUMN = "target"
+DATA_REPORT = "data_report"
+MODEL_REPORT = "model_report"
 
 
 @dataclass(frozen=True)
 class ReportFiles:
-    html: Path
-    json: Path
+    paths: tuple[Path, ...]
     sample_rows: dict[str, int]
-    sample_verdicts: dict[str, bool]  # column -> drifted, as the sampled report shows it
+    sample_verdicts: dict[str, bool]  # column -> drifted, as the sampled reports show it
 
 
 def sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
     """A seeded uniform sample without replacement (the whole frame when it is small)."""
     if len(frame) <= rows:
-        return frame
-    return frame.sample(n=rows, random_state=seed)
+        return frame.reset_index(drop=True)
+    return frame.sample(n=rows, random_state=seed).reset_index(drop=True)
 
 
-def build_report(
+def _save(snapshot, out_dir: Path, name: str) -> tuple[Path, Path, dict]:
+    html, js = out_dir / f"{name}.html", out_dir / f"{name}.json"
+    snapshot.save_html(str(html))  # writes only when given a str
+    js.write_text(snapshot.json())
+    return html, js, snapshot.dict()
+
+
+def build_reports(
     reference: pd.DataFrame,
     current: pd.DataFrame,
     numeric: Sequence[str],
     categorical: Sequence[str],
+    model_reference: pd.DataFrame,
+    model_current: pd.DataFrame,
     out_dir: Path,
     sample_rows: int,
     seed: int,
     drift_share: float,
-    with_labels: bool,
 ) -> ReportFiles:
-    """Run the Evidently presets on sampled frames and write `drift_report.html/.json`.
+    """Write data_report.{html,json} and model_report.{html,json} into `out_dir`.
 
-    Both frames carry the feature columns and `prediction`; with labels, also `target` (0/1).
+    `model_reference`/`model_current` carry `prediction` and, when labels are known on the
+    current side, `target` (0/1) on both sides.
     """
     from evidently import BinaryClassification, DataDefinition, Dataset, Report
     from evidently.presets import ClassificationPreset, DataDriftPreset, DataSummaryPreset
 
-    columns = [*numeric, *categorical, PREDICTION_COLUMN]
-    keep = [*columns, TARGET_COLUMN] if with_labels else columns
-    ref = sample(reference[keep], sample_rows, seed).reset_index(drop=True)
-    cur = sample(current[keep], sample_rows, seed + 1).reset_index(drop=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = [*numeric, *categorical]
+    ref = sample(reference[columns], sample_rows, seed)
+    cur = sample(current[columns], sample_rows, seed + 1)
+    definition = DataDefinition(numerical_columns=list(numeric),
+                                categorical_columns=list(categorical))  # fmt: skip
+    data_snapshot = Report([DataDriftPreset(columns=columns, drift_share=drift_share),
+                            DataSummaryPreset()]).run(
+        Dataset.from_pandas(cur, data_definition=definition),
+        Dataset.from_pandas(ref, data_definition=definition),
+    )  # fmt: skip
+    data_html, data_json, data_dict = _save(data_snapshot, out_dir, DATA_REPORT)
+
+    labelled = TARGET_COLUMN in model_current.columns and TARGET_COLUMN in model_reference.columns
+    model_ref = sample(model_reference, sample_rows, seed + 2)
+    model_cur = sample(model_current, sample_rows, seed + 3)
     classification = None
-    if with_labels:
-        ref[TARGET_COLUMN] = ref[TARGET_COLUMN].astype(int)
-        cur[TARGET_COLUMN] = cur[TARGET_COLUMN].astype(int)
+    metrics: list = [DataDriftPreset(columns=[PREDICTION_COLUMN], drift_share=1.0)]
+    if labelled:
+        for frame in (model_ref, model_cur):
+            frame[TARGET_COLUMN] = frame[TARGET_COLUMN].astype(int)
         classification = [BinaryClassification(target=TARGET_COLUMN,
                                                prediction_probas=PREDICTION_COLUMN,
                                                pos_label=1)]  # fmt: skip
-    definition = DataDefinition(numerical_columns=[*numeric, PREDICTION_COLUMN],
-                                categorical_columns=list(categorical),
-                                classification=classification)  # fmt: skip
-    metrics = [DataDriftPreset(columns=columns, drift_share=drift_share), DataSummaryPreset()]
-    if with_labels:
         metrics.append(ClassificationPreset())
-    snapshot = Report(metrics).run(
-        Dataset.from_pandas(cur, data_definition=definition),
-        Dataset.from_pandas(ref, data_definition=definition),
+    model_definition = DataDefinition(numerical_columns=[PREDICTION_COLUMN],
+                                      classification=classification)  # fmt: skip
+    model_snapshot = Report(metrics).run(
+        Dataset.from_pandas(model_cur, data_definition=model_definition),
+        Dataset.from_pandas(model_ref, data_definition=model_definition),
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    html, js = out_dir / "drift_report.html", out_dir / "drift_report.json"
-    snapshot.save_html(str(html))
-    js.write_text(snapshot.json())
-    return ReportFiles(html, js, {"reference": len(ref), "current": len(cur)},
-                       _sample_verdicts(snapshot.dict()))  # fmt: skip
+    model_html, model_json, model_dict = _save(model_snapshot, out_dir, MODEL_REPORT)
+    verdicts = {**_sample_verdicts(data_dict), **_sample_verdicts(model_dict)}
+    return ReportFiles((data_html, data_json, model_html, model_json),
+                       {"reference": len(ref), "current": len(cur),
+                        "model_reference": len(model_ref), "model_current": len(model_cur)},
+                       verdicts)  # fmt: skip
 
 
 def _sample_verdicts(payload: dict) -> dict[str, bool]:
-    """column -> drifted from the report's ValueDrift results (score >= threshold)."""
+    """column -> drifted from the report's ValueDrift results."""
     verdicts = {}
     for metric in payload.get("metrics", []):
         config = metric.get("config") or {}
         if str(config.get("type", "")).endswith("ValueDrift") and config.get("threshold"):
             value = metric.get("value")
             if isinstance(value, int | float):
-                method = str(config.get("method", ""))
                 # p-value tests drift below the threshold, distances at or above it
-                is_p_value = "p_value" in method
-                drifted = value < config["threshold"] if is_p_value else value >= config[
-                    "threshold"]  # fmt: skip
+                if "p_value" in str(config.get("method", "")):
+                    drifted = value < config["threshold"]
+                else:
+                    drifted = value >= config["threshold"]
                 verdicts[str(config.get("column"))] = bool(drifted)
     return verdicts

@@ -1,0 +1,199 @@
+"""`ctloop monitor` against a real champion in a real MLflow store (the session churn model)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from ctloop import loop, tracking
+from ctloop.config import Config, load_config
+from ctloop.monitor.job import MonitorError
+from tests.conftest import make_churn
+from tests.unit.monitor.support import T0, write_capture, write_ground_truth
+
+FEATURES = ["tenure", "monthly_charges", "contract", "internet"]
+
+
+@pytest.fixture
+def store(champion_store: dict, monkeypatch: pytest.MonkeyPatch) -> dict:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", champion_store["uri"])
+    monkeypatch.chdir(champion_store["dir"])
+    tracking.configure()
+    return {**champion_store, "cfg": load_config(champion_store["config"])}
+
+
+def _with(cfg: Config, **monitor) -> Config:
+    thresholds = monitor.pop("thresholds", {})
+    section = cfg.monitor.model_copy(update={
+        **monitor, "thresholds": cfg.monitor.thresholds.model_copy(update=thresholds)})
+    return cfg.model_copy(update={"monitor": section})
+
+
+def _csv(folder: Path, name: str, frame: pd.DataFrame) -> str:
+    path = folder / name
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def _run(run_id: str):
+    return MlflowClient().get_run(run_id)
+
+
+def test_same_distribution_reports_no_drift_and_logs_report(store: dict, tmp_path: Path) -> None:
+    result = loop.monitor(store["cfg"], current=_csv(tmp_path, "same.csv", make_churn(600, 11)))
+    assert result.decision == "no_drift", result.summary()
+    # Evidently's chi-square treats a 420-row reference's shares as exact, so one categorical
+    # column may come out "drifted" by chance; the share rule absorbs that.
+    assert result.drift_share < 0.3 and "tenure" not in result.drifted_columns
+    assert set(result.feature_scores) == set(FEATURES)
+    assert result.prediction_drift is not None and not result.prediction_drift["drifted"]
+    assert result.rows["current"] == 600 and result.rows["reference"] == 420
+    assert result.rows["prediction_reference"] == 90  # the champion's holdout split
+    assert 0.6 < result.quality["roc_auc"] < 1.0  # labels came with the file
+    run = _run(result.monitor_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["ctloop.decision"] == "no_drift"
+    assert run.data.tags["ctloop.model_version"] == "1"
+    assert run.data.metrics["drift_share"] == result.drift_share
+    assert "drift_score.tenure" in run.data.metrics and "quality.roc_auc" in run.data.metrics
+    experiment = MlflowClient().get_experiment(run.info.experiment_id)
+    assert experiment.name == "churn-served-monitoring"
+    files = {f.path for f in MlflowClient().list_artifacts(result.monitor_run_id, "report")}
+    assert files == {f"report/{name}.{ext}" for name in ("data_report", "model_report")
+                     for ext in ("html", "json")}  # fmt: skip
+    html = Path(result.report_html.removeprefix("file://"))
+    text = html.read_text()
+    assert text.lstrip().lower().startswith("<!doctype html") and "monthly_charges" in text
+
+
+def test_scaled_numeric_and_dominant_category_are_named(store: dict, tmp_path: Path) -> None:
+    frame = make_churn(600, 12)
+    frame["monthly_charges"] *= 1.6
+    frame["contract"] = np.where(np.arange(600) % 10 < 8, "two-year", frame["contract"])
+    result = loop.monitor(store["cfg"], current=_csv(tmp_path, "shift.csv", frame))
+    assert result.decision == "drift"
+    assert set(result.drifted_columns) == {"monthly_charges", "contract"}
+    assert "monthly_charges" in result.reasons[0] and "contract" in result.reasons[0]
+    assert result.retrain == "not requested"
+    assert _run(result.monitor_run_id).data.tags["ctloop.drifted_columns"] in (
+        "monthly_charges,contract", "contract,monthly_charges")
+
+
+def test_prediction_drift_alone_triggers(store: dict, tmp_path: Path) -> None:
+    frame = make_churn(600, 13)
+    frame["tenure"] = frame["tenure"] + 40  # long-tenure customers: the model's churn odds fall
+    cfg = _with(store["cfg"], thresholds={"drift_share": 1.0})
+    result = loop.monitor(cfg, current=_csv(tmp_path, "p.csv", frame))
+    assert "tenure" in result.drifted_columns and result.drift_share < 1.0
+    assert result.decision == "drift" and result.prediction_drift["drifted"]
+    assert result.reasons[0].startswith("prediction drifted")
+    quiet = _with(cfg, thresholds={"drift_share": 1.0, "prediction_drift": False})
+    assert loop.monitor(quiet, current=_csv(tmp_path, "p.csv", frame)).decision == "no_drift"
+
+
+def test_quality_threshold_triggers(store: dict, tmp_path: Path) -> None:
+    cfg = _with(store["cfg"], thresholds={"min_quality": {"roc_auc": 0.99}})
+    result = loop.monitor(cfg, current=_csv(tmp_path, "q.csv", make_churn(600, 11)))
+    assert result.decision == "drift" and result.drift_share < 0.3
+    assert result.reasons[0].startswith("roc_auc") and "below the minimum 0.99" in result.reasons[0]
+
+
+def test_capture_folder_with_malformed_lines_and_ground_truth(store: dict, tmp_path: Path) -> None:
+    frame = make_churn(400, 14)
+    ids = write_capture(tmp_path / "cap", frame[FEATURES], T0, timedelta(seconds=30),
+                        rows_per_request=2, malformed=["{broken", '{"captureData": 1}', "[]"])
+    labels = frame["churn"].tolist()
+    write_ground_truth(tmp_path / "gt", {eid: f"{labels[2 * i]},{labels[2 * i + 1]}"
+                                         for i, eid in enumerate(ids)}, T0)  # fmt: skip
+    result = loop.monitor(store["cfg"], current=str(tmp_path / "cap"), since="2026-03-01T10:00",
+                          until="2026-03-01T12:00", ground_truth=str(tmp_path / "gt"))
+    assert result.rows["current"] == 400 and result.rows["malformed_lines"] == 3
+    assert result.rows["labelled"] == 400 and "roc_auc" in result.quality
+    assert result.decision == "no_drift", result.summary()
+    tags = _run(result.monitor_run_id).data.tags
+    assert tags["ctloop.malformed_lines"] == "3"
+    assert tags["ctloop.window_start"] == "2026-03-01T10:00:00Z"
+    # the report's classification section is there because labels were joined
+    model_json = Path(result.model_report_html.removeprefix("file://")).with_suffix(".json")
+    assert "RocAuc" in model_json.read_text() and "Accuracy" in model_json.read_text()
+
+
+def test_data_quality_veto_and_min_rows(store: dict, tmp_path: Path) -> None:
+    frame = make_churn(600, 15)
+    frame.loc[frame.index[:480], "monthly_charges"] = np.nan
+    frame["monthly_charges"] *= 2  # drifted too, but broken data must not retrain
+    result = loop.monitor(store["cfg"], current=_csv(tmp_path, "m.csv", frame), retrain=True)
+    assert result.decision == "alert"
+    assert "above monitor.max_missing_share (50%): monthly_charges (8" in result.reasons[0]
+    assert result.retrain == "vetoed: data-quality alert" and result.retrain_run_id is None
+    assert _run(result.monitor_run_id).data.tags["ctloop.retrain"] == "vetoed"
+    few = loop.monitor(store["cfg"], current=_csv(tmp_path, "few.csv", make_churn(50, 16)))
+    assert few.decision == "alert" and few.reasons[0].startswith("only 50 current rows")
+
+
+def test_daily_cap_blocks_retrain(store: dict, tmp_path: Path) -> None:
+    frame = make_churn(600, 12)
+    frame["monthly_charges"] *= 1.6
+    frame["tenure"] += 30
+    cfg = _with(store["cfg"], max_retrains_per_day=0)
+    result = loop.monitor(cfg, current=_csv(tmp_path, "d.csv", frame), retrain=True)
+    assert result.decision == "drift" and result.retrain.startswith("skipped: cap reached")
+    assert result.retrain_run_id is None
+    assert _run(result.monitor_run_id).data.tags["ctloop.retrain"] == "skipped"
+
+
+def test_bad_input(store: dict, tmp_path: Path) -> None:
+    lacking = make_churn(300, 17).drop(columns=["internet"])
+    with pytest.raises(MonitorError, match="lacks feature column 'internet'"):
+        loop.monitor(store["cfg"], current=_csv(tmp_path, "s.csv", lacking))
+    write_capture(tmp_path / "cap", make_churn(20, 18)[FEATURES], T0, timedelta(minutes=1))
+    empty = loop.monitor(store["cfg"], current=str(tmp_path / "cap"), since="2027-01-01")
+    assert empty.decision == "no_data" and empty.rows["current"] == 0
+    assert empty.rows["outside_window"] == 0  # its hour folders were never opened
+    with pytest.raises(MonitorError, match="not before"):
+        loop.monitor(store["cfg"], current=str(tmp_path / "cap"), since="2026-03-02",
+                     until="2026-03-01")  # fmt: skip
+    with pytest.raises(MonitorError, match="not found"):
+        loop.monitor(store["cfg"], current=str(tmp_path / "missing"))
+
+
+def test_every_runs_on_a_schedule(store: dict, tmp_path: Path) -> None:
+    path = _csv(tmp_path, "e.csv", make_churn(300, 19))
+    seen, sleeps = [], []
+    runs = loop.monitor_every(store["cfg"], 600, lambda r, e: seen.append((r, e)), current=path,
+                              max_runs=2, sleep=sleeps.append)  # fmt: skip
+    assert runs == 2 and [e for _, e in seen] == [None, None]
+    assert len({r.monitor_run_id for r, _ in seen}) == 2 and len(sleeps) == 1
+    assert 0 < sleeps[0] <= 600
+
+
+@pytest.mark.slow
+def test_cli_exit_codes_and_summary_line(store: dict, tmp_path: Path) -> None:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store["uri"]}
+    ctloop = [sys.executable, "-m", "ctloop", "monitor", "--config", str(store["config"])]
+    shifted = make_churn(600, 12)
+    shifted["monthly_charges"] *= 1.6
+    shifted["contract"] = "two-year"
+    done = subprocess.run([*ctloop, "--current", _csv(tmp_path, "c.csv", shifted)], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    line = done.stdout.strip()
+    assert line.count("\n") == 0 and line.startswith("DRIFT | champion v1 | rows 600")
+    assert "drifted: monthly_charges,contract" in line
+    bad = subprocess.run([*ctloop, "--current", _csv(tmp_path, "b.csv", shifted.drop(
+        columns=["tenure"]))], env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().startswith("error:") and "'tenure'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    write_capture(tmp_path / "cap", make_churn(20, 18)[FEATURES], T0, timedelta(minutes=1))
+    empty = subprocess.run([*ctloop, "--current", str(tmp_path / "cap"), "--since", "2027-01-01"],
+                           env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert empty.returncode == 6 and empty.stdout.startswith("NO_DATA")
