@@ -50,8 +50,9 @@ def configure() -> str:
     # MLflow sets its own log level on import; keep it at the level the CLI chose (or quieter).
     logging.getLogger("mlflow").setLevel(max(logging.getLogger().getEffectiveLevel(),
                                              logging.WARNING))
+    # The registry follows the tracking URI unless MLFLOW_REGISTRY_URI says otherwise (MLflow
+    # reads that variable itself; calling set_registry_uri would export and pin it).
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
     return uri
 
 
@@ -510,10 +511,12 @@ def _absolute_tracking_uri(uri: str) -> str:
 def run_project(
     project_uri: str, entry_point: str, parameters: Mapping[str, str],
     experiment: str, env_manager: str, tags: Mapping[str, str],
+    success_codes: tuple[int, ...] = (0,),
 ) -> tuple[str, str, int | None]:  # fmt: skip
     """Rerun the MLflow project (`mlflow.projects.run`) and wait.
 
-    Returns (run_id, MLflow run status, exit code of the entry point's command).
+    Returns (run_id, MLflow run status, exit code of the entry point's command); an exit code
+    in `success_codes` (e.g. "gate rejected") ends the run FINISHED rather than FAILED.
 
     The run is tagged before it starts working, so its trigger is recorded even if it fails.
     The console script's folder goes first on PATH so the entry point finds `ctloop`.
@@ -543,9 +546,12 @@ def run_project(
     finally:
         os.environ["PATH"] = old_path
         mlflow.set_tracking_uri(old_uri)
-    _terminate_if_running(submitted.run_id, "FINISHED" if ok else "FAILED")
     process = getattr(submitted, "command_proc", None)
-    code = process.returncode if process is not None else None
+    code = process.returncode if process is not None else (0 if ok else None)
+    if code in success_codes:
+        _client().set_terminated(submitted.run_id, "FINISHED")
+    else:
+        _terminate_if_running(submitted.run_id, "FAILED")
     return submitted.run_id, _client().get_run(submitted.run_id).info.status, code
 
 

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 TABLE_SUFFIXES = (".csv", ".parquet")
 PROJECT_URI_ENV = "CTLOOP_PROJECT_URI"
+GATE_REJECTED_EXIT = 3  # `ctloop run` exit code when the gate rejects (cli.EXIT_GATE_REJECTED)
 
 
 class MonitorError(DataError):
@@ -445,9 +446,10 @@ def _maybe_retrain(cfg: Config, result: MonitorResult, requested: bool, cur: _Cu
         cfg.name, cfg.monitor.env_manager,
         {"ctloop.trigger_monitor_run_id": monitor_run_id, "ctloop.trigger": trigger,
          "ctloop.replaced_champion_version": str(champion.version)},
+        success_codes=(0, GATE_REJECTED_EXIT),
     )  # fmt: skip
     # `ctloop run` exits 3 when the gate rejects the challenger: a finished retraining.
-    outcome = {0: "challenger promoted", 3: "challenger rejected by the gate"}.get(
+    outcome = {0: "challenger promoted", GATE_REJECTED_EXIT: "challenger rejected by the gate"}.get(
         code, f"failed (exit code {code})")  # fmt: skip
     result.retrain_run_id, result.retrain_status = run_id, f"{status}: {outcome}"
     result.new_versions = sorted({v.version for v in registry.versions(cfg.name)} - before)
@@ -521,6 +523,8 @@ def _newest_source_time(cfg: Config, time_col: str) -> pd.Timestamp:
     else:
         frame = read_table(cfg.data.source)
     times = pd.to_datetime(frame[time_col], errors="coerce")
+    if cfg.data.window.end is not None:  # labels exist only up to the configured window's end
+        times = times[times < pd.Timestamp(cfg.data.window.end)]
     if times.notna().sum() == 0:
         raise MonitorError(f"{cfg.data.source}: no timestamps in '{time_col}' to place the "
                            "retraining window")  # fmt: skip

@@ -1,0 +1,99 @@
+"""`--retrain` reruns the MLflow project (a tracked project run) and registers a new version;
+the cooldown then blocks a second retrain, and a champion without reference data is refused."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from ctloop import loop, registry, tracking
+from ctloop.config import load_config
+from ctloop.monitor.job import MonitorError
+from tests.conftest import SMALL_TRAINING, make_churn, write_config
+
+
+@pytest.fixture(scope="module")
+def fresh_store(tmp_path_factory: pytest.TempPathFactory):
+    """Its own store: these tests add versions and delete artifacts."""
+    folder = tmp_path_factory.mktemp("retrain")
+    make_churn(800, seed=3).to_csv(folder / "churn.csv", index=False)
+    config = write_config(folder, {
+        "name": "churn-retrain",
+        "data": {"source": "churn.csv", "target": "churn", "positive_label": "Yes",
+                 "features": {"exclude": ["customer_id"]}},
+        "training": {**SMALL_TRAINING, "n_jobs": 1},
+        "monitor": {"cooldown_minutes": 60},
+    })  # fmt: skip
+    old_env, old_cwd = os.environ.get("MLFLOW_TRACKING_URI"), os.getcwd()
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
+    os.chdir(folder)
+    try:
+        tracking.configure()
+        cfg = load_config(config)
+        loop.run(cfg)
+        yield {"cfg": cfg, "dir": folder}
+    finally:
+        os.chdir(old_cwd)
+        if old_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_env
+        tracking.configure()
+
+
+def _shifted(folder: Path) -> str:
+    frame = make_churn(600, seed=21)
+    frame["monthly_charges"] *= 1.6
+    frame["contract"] = np.where(np.arange(600) % 10 < 8, "two-year", frame["contract"])
+    path = folder / "shifted.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+@pytest.mark.slow
+def test_retrain_launches_a_tracked_project_run(fresh_store: dict) -> None:
+    cfg = fresh_store["cfg"]
+    assert [v.version for v in registry.versions(cfg.name)] == [1]
+    result = loop.monitor(cfg, current=_shifted(fresh_store["dir"]), retrain=True)
+    assert result.decision == "drift"
+    assert result.retrain_run_id, result.retrain
+    assert result.new_versions == [2], result.retrain
+    # same data as v1, so the gate may well reject it: a finished retraining either way
+    assert "challenger promoted" in result.retrain or "rejected by the gate" in result.retrain
+    assert result.retrain_window == ("", "")  # no time column: the whole configured source
+    client = MlflowClient()
+    project_run = client.get_run(result.retrain_run_id)
+    assert project_run.info.status == "FINISHED"
+    tags = project_run.data.tags
+    assert tags["ctloop.trigger_monitor_run_id"] == result.monitor_run_id
+    assert tags["mlflow.source.type"] == "PROJECT" and tags["mlflow.project.entryPoint"] == "main"
+    assert client.get_experiment(project_run.info.experiment_id).name == cfg.name
+    assert project_run.data.params["trigger"] == f"monitor:{result.monitor_run_id}"
+    version = registry.get_version(cfg.name, 2)
+    assert version.run_id and tracking.run_info(version.run_id)["tags"][
+        "ctloop.parent_run_id"] == result.retrain_run_id  # the project run trained it
+    monitor_tags = client.get_run(result.monitor_run_id).data.tags
+    assert monitor_tags["ctloop.retrain"] == "launched"
+    assert monitor_tags["ctloop.retrain_run_id"] == result.retrain_run_id
+    assert client.get_run(result.monitor_run_id).info.status == "FINISHED"
+
+    again = loop.monitor(cfg, current=_shifted(fresh_store["dir"]), retrain=True)
+    assert again.decision == "drift" and again.retrain.startswith("skipped: cooldown")
+    assert again.retrain_run_id is None
+    assert [v.version for v in registry.versions(cfg.name)] == [2, 1]
+
+
+@pytest.mark.slow
+def test_missing_reference_is_a_clear_error(fresh_store: dict) -> None:
+    cfg = fresh_store["cfg"]
+    champion = registry.champion(cfg.name)
+    parent = tracking.run_info(champion.run_id)["tags"]["ctloop.parent_run_id"]
+    uri = MlflowClient().get_run(parent).info.artifact_uri
+    Path(uri.removeprefix("file://"), tracking.REFERENCE_ARTIFACT).unlink()
+    with pytest.raises(MonitorError, match=f"reference data of champion v{champion.version} is "
+                       f"missing: training run {parent}"):  # fmt: skip
+        loop.monitor(cfg, current=_shifted(fresh_store["dir"]))
