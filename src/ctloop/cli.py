@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import warnings
 from enum import StrEnum
 from pathlib import Path
@@ -330,6 +331,49 @@ def monitor(
     raise typer.Exit(last["code"])
 
 
+@app.command()
+def demo(config: ConfigOption = DEFAULT_CONFIG_PATH,
+         keep_serving: Annotated[bool, typer.Option(help="Leave the server running.")] = False,
+         ) -> None:
+    """The whole loop on the flights data, narrated (what `make run` runs)."""
+    from ctloop import demo as demo_module
+
+    started = time.monotonic()
+
+    def narrate(stage: str, message: str) -> None:
+        elapsed = time.monotonic() - started
+        console.print(f"[dim]{elapsed:6.1f}s[/dim] [bold cyan]{stage:>8}[/bold cyan] {message}",
+                      highlight=False)
+
+    report = demo_module.run_demo(_load(config), narrate, keep_serving=keep_serving)
+    facts = report.facts
+    table = Table(title="ctloop demo: the loop closed")
+    table.add_column("what", style="bold")
+    table.add_column("value", overflow="fold")
+    m1, m2 = facts["monitor_1"], facts["monitor_2"]
+    name = report.model_name
+    rows = [
+        ("first champion", f"v{facts['v1']['version']} ({facts['v1']['trial']}), holdout "
+                           f"roc_auc {facts['v1']['holdout'].get('roc_auc', float('nan')):.3f}"),
+        ("drift on Jul-Aug traffic", f"{m1['drift_share']:.0%} of features: "
+                                     f"{', '.join(m1['drifted_columns'])}"),
+        ("retrain window", " .. ".join(facts["monitor_retrain"]["retrain_window"] or ("", ""))),
+        ("new champion", f"v{facts['v2']['version']} (compared with "
+                         f"{facts['v2']['compared_with']}): {facts['v2']['holdout']}"),
+        ("drift decision -> new champion serving", f"{facts['drift_to_serving_s']} s"),
+        ("drift on the same traffic, new champion", f"{m2['drift_share']:.0%} of features"),
+        ("replayed", f"{facts['replay_1']['rows']:,} rows twice, failed requests: "
+                     f"{facts['replay_1']['failed'] + facts['replay_2']['failed']}"),
+        ("step times (s)", ", ".join(f"{k} {v}" for k, v in report.steps.items())),
+        ("server", facts["serving"]),
+        ("MLflow UI", f"mlflow ui --backend-store-uri {report.tracking_uri}  (experiments "
+                      f"'{name}' and '{name}-monitoring', registered model '{name}')"),
+    ]
+    for what, value in rows:
+        table.add_row(what, value)
+    out.print(table)
+
+
 def main() -> None:
     """Console-script entry point: map known failures to one stderr line and an exit code."""
     try:
@@ -347,12 +391,14 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         console.print("aborted", style="red")
         sys.exit(130)
-    except Exception as exc:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # usage errors (typer vendors its own click)
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            console.print(f"error: {exc.format_message()}", highlight=False)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # anything unexpected: still one line unless --debug
         if _state["debug"]:
             raise
         console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", highlight=False,

@@ -1,0 +1,182 @@
+"""The whole CT loop on the flights data, step by step, in an isolated workspace.
+
+train on Q1 -> gate -> champion v1 -> local server -> replay July-August as live traffic ->
+monitor flags drift -> retrain on the recent window (a tracked MLflow project run) -> the
+challenger beats the champion on the same recent holdout -> promoted -> the server hot-swaps
+-> replay again -> drift report on the new champion.
+
+The demo writes to its own store (`.ctloop/demo/`) unless MLFLOW_TRACKING_URI is set, so it
+never touches a user's registry; every step is timed for the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ctloop import loop
+from ctloop.config import Config
+from ctloop.data import FLIGHTS_FEATURES, FLIGHTS_TIME, load_flights
+
+WORKSPACE = Path(".ctloop/demo")
+TRAIN_WINDOW = ("2013-01-01", "2013-04-01")
+LIVE_WINDOW = ("2013-07-01", "2013-09-01")  # the "world" the demo replays as traffic
+BATCH_ROWS = 100
+CLIENTS = 4
+
+Narrate = Callable[[str, str], None]
+
+
+@dataclass
+class DemoReport:
+    tracking_uri: str
+    model_name: str
+    steps: dict[str, float] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def demo_config(base: Config, workspace: Path, port: int) -> Config:
+    """The flights config with the demo's training window, server port and capture folder."""
+    serve = base.serve.model_copy(update={
+        "port": port, "poll_seconds": 1.0,
+        "capture": base.serve.capture.model_copy(update={"directory": str(workspace / "capture"),
+                                                         "flush_seconds": 0.5}),
+    })
+    return base.with_window(*TRAIN_WINDOW).model_copy(update={"serve": serve})
+
+
+def _get(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def replay(url: str, frame: pd.DataFrame, columns: list[str]) -> dict[str, int]:
+    """POST the rows as live traffic in `dataframe_split` batches from a few clients."""
+    values = frame[columns].astype(object).where(frame[columns].notna(), None)
+    rows = values.to_numpy().tolist()
+    batches = [rows[i:i + BATCH_ROWS] for i in range(0, len(rows), BATCH_ROWS)]
+
+    def post(batch: list) -> int:
+        body = json.dumps({"dataframe_split": {"columns": columns, "data": batch}}).encode()
+        request = urllib.request.Request(f"{url}/invocations", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        statuses = list(pool.map(post, batches))
+    return {"requests": len(batches), "rows": len(rows),
+            "failed": sum(status != 200 for status in statuses)}
+
+
+def _wait_for_version(url: str, version: int, timeout_s: float = 120.0) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if _get(f"{url}/version").get("version") == version:
+            return time.monotonic() - start
+        time.sleep(0.25)
+    raise loop.UserError(f"the server did not switch to v{version} within {timeout_s:.0f} s")
+
+
+def run_demo(base: Config, narrate: Narrate, keep_serving: bool = False,
+             workspace: Path = WORKSPACE) -> DemoReport:
+    """Run the loop end to end; returns what happened and how long each step took."""
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        shutil.rmtree(workspace, ignore_errors=True)
+        workspace.mkdir(parents=True, exist_ok=True)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workspace.resolve() / 'mlflow.db'}"
+    report = DemoReport(os.environ["MLFLOW_TRACKING_URI"], base.name)
+    cfg = demo_config(base, workspace, _free_port())
+    url = f"http://{cfg.serve.host}:{cfg.serve.port}"
+    clock = time.monotonic()
+
+    def step(name: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        report.steps[name] = round(now - clock, 1)
+        clock = now
+
+    narrate("train", f"training candidates on flights {TRAIN_WINDOW[0]} .. {TRAIN_WINDOW[1]}")
+    trained, decision = loop.run(cfg, trigger="demo: initial training")
+    report.facts["v1"] = {"version": decision.version, "trial": trained.best.name,
+                          "holdout": decision.challenger}
+    step("train_and_gate_v1")
+    if not decision.promoted:
+        raise loop.UserError(f"the first model failed its gates: {decision.failed}")
+    narrate("gate", f"v{decision.version} ({trained.best.name}) passed the gates: champion")
+
+    narrate("serve", f"starting the local scoring server on {url}")
+    loop.deploy_local(cfg)
+    step("server_up")
+    try:
+        flights, _ = load_flights()
+        live = flights[(flights[FLIGHTS_TIME] >= LIVE_WINDOW[0])
+                       & (flights[FLIGHTS_TIME] < LIVE_WINDOW[1])]
+        narrate("replay", f"replaying {len(live):,} flights of July-August as live traffic")
+        report.facts["replay_1"] = replay(url, live, list(FLIGHTS_FEATURES))
+        step("replay_1")
+
+        # The labels of the replayed months have "arrived": the world now ends at LIVE_WINDOW[1].
+        world = cfg.with_window(None, LIVE_WINDOW[1]).with_window(TRAIN_WINDOW[0], None)
+        narrate("monitor", "drift report on the captured traffic vs the champion's training data")
+        time.sleep(2 * cfg.serve.capture.flush_seconds)
+        first = loop.monitor(world, retrain=False)
+        report.facts["monitor_1"] = first.to_dict()
+        step("monitor_1")
+        narrate("monitor", first.summary())
+        if first.decision != "drift":
+            raise loop.UserError(f"expected drift on July-August traffic, got {first.decision}")
+
+        narrate("retrain", "drift: rerunning the MLflow project on the recent window")
+        decided = time.monotonic()
+        retrained = loop.monitor(world, retrain=True)
+        report.facts["monitor_retrain"] = retrained.to_dict()
+        step("retrain_and_gate_v2")
+        narrate("retrain", retrained.summary())
+        if not retrained.new_versions:
+            raise loop.UserError(f"retraining registered no version ({retrained.retrain})")
+        new_version = max(retrained.new_versions)
+        status = loop.status(cfg)
+        champion = (status["champion"] or {}).get("version")
+        report.facts["v2"] = {"version": new_version, "champion_now": champion,
+                              "holdout": status["champion"]["holdout_metrics"] if champion else "",
+                              "compared_with": status["champion"]["compared_with"]
+                              if champion else ""}
+        if champion != new_version:
+            raise loop.UserError(f"retrained v{new_version} was not promoted; see `ctloop status`")
+        narrate("swap", f"v{new_version} promoted; waiting for the server to hot-swap")
+        _wait_for_version(url, new_version)
+        report.facts["drift_to_serving_s"] = round(time.monotonic() - decided, 1)
+        step("hot_swap")
+
+        narrate("replay", "replaying the same months against the new champion")
+        replay_2_start = pd.Timestamp.now(tz="UTC").tz_localize(None).floor("s").isoformat()
+        report.facts["replay_2"] = replay(url, live, list(FLIGHTS_FEATURES))
+        step("replay_2")
+        time.sleep(2 * cfg.serve.capture.flush_seconds)
+        second = loop.monitor(world, retrain=False, since=replay_2_start)
+        report.facts["monitor_2"] = second.to_dict()
+        step("monitor_2")
+        narrate("monitor", second.summary())
+    finally:
+        if not keep_serving:
+            loop.stop_local(cfg)
+    report.facts["serving"] = url if keep_serving else "stopped"
+    return report
