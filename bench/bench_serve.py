@@ -57,7 +57,9 @@ def champion_store() -> tuple[Path, str, Path]:
         tracking.configure()
         if registry.champion(NAME) is None:
             best = loop.train(load_config(config)).best
-            mv = registry.register(NAME, f"runs:/{best.run_id}/model", best.run_id, {})
+            # the logged model's own URI (models:/m-...), as `ctloop select` registers it
+            uri_tag = tracking.run_info(best.run_id)["tags"]["ctloop.model_uri"]
+            mv = registry.register(NAME, uri_tag, best.run_id, {})
             registry.move_champion(NAME, mv.version)
     finally:
         os.chdir(cwd)

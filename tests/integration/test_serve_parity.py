@@ -22,25 +22,30 @@ def mlflow_server(champion_store: dict):
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": champion_store["uri"]}
     mlflow = str(Path(sys.executable).parent / "mlflow")
+    log_path = Path(champion_store["dir"]) / f"mlflow-serve-{port}.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed at teardown
     process = subprocess.Popen(
         [mlflow, "models", "serve", "-m", f"models:/{champion_store['name']}@champion",
          "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=champion_store["dir"], env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=champion_store["dir"], env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mlflow models serve exited: {log_path.read_text()[-1500:]}")
         try:
             if httpx.get(f"{url}/ping", timeout=1).status_code == 200:
                 break
         except httpx.TransportError:
             time.sleep(0.5)
     else:
-        raise RuntimeError("mlflow models serve did not start")
+        raise RuntimeError(f"mlflow models serve did not start: {log_path.read_text()[-1500:]}")
     yield url
     os.killpg(process.pid, 15)  # its own session: mlflow serve runs uvicorn as a child
     process.wait(timeout=30)
+    log.close()
 
 
 @pytest.fixture(scope="module")
