@@ -165,8 +165,8 @@ def _invariance(cfg: Config, model: TabularModel, frame: pd.DataFrame) -> Gate:
     return Gate("invariance", not problems, detail, worst)
 
 
-def _signature(model_uri: str, model: TabularModel) -> Gate:
-    declared = tracking.signature_inputs(model_uri)
+def _signature(declared: dict[str, str], model: TabularModel) -> Gate:
+    """The logged signature must take exactly the raw feature columns, typed as trained."""
     expected = {c: ("string" if c in model.encoder.vocabularies else "double")
                 for c in model.feature_columns}
     if declared == expected:
@@ -175,6 +175,11 @@ def _signature(model_uri: str, model: TabularModel) -> Gate:
     extra = sorted(set(declared) - set(expected))
     wrong = sorted(c for c in set(declared) & set(expected) if declared[c] != expected[c])
     return Gate("signature", False, f"missing {missing}, extra {extra}, wrong type {wrong}")
+
+
+def _latency(latency_ms: float, budget_ms: float) -> Gate:
+    return Gate("latency", latency_ms <= budget_ms, f"single-row pyfunc predict median "
+                f"{latency_ms:.2f} ms (budget {budget_ms} ms)", {"latency_ms": latency_ms})
 
 
 def evaluate(cfg: Config, model_uri: str, training_run_id: str,
@@ -204,7 +209,7 @@ def evaluate(cfg: Config, model_uri: str, training_run_id: str,
     target = tracking.run_info(training_run_id)["params"].get("target", cfg.data.target)
     frame, y = _holdout(training_run_id, model, target)
     lap("load_holdout")
-    gates = [loads, _signature(model_uri, model)]
+    gates = [loads, _signature(tracking.signature_inputs(model_uri), model)]
     p_new, new = _score(model, frame, y)
     lap("score_challenger")
     floor_metrics, failures = tracking.evaluate_floors(y, p_new, cfg.gate.floors, LOWER_IS_BETTER)
@@ -228,10 +233,7 @@ def evaluate(cfg: Config, model_uri: str, training_run_id: str,
         gates.append(_invariance(cfg, model, frame))
         lap("invariance")
     if probe["ok"]:
-        latency = probe["latency_ms"]
-        gates.append(Gate("latency", latency <= cfg.gate.latency_budget_ms,
-                          f"single-row pyfunc predict median {latency:.2f} ms (budget "
-                          f"{cfg.gate.latency_budget_ms} ms)", {"latency_ms": latency}))
+        gates.append(_latency(probe["latency_ms"], cfg.gate.latency_budget_ms))
     return gates, new, old, interval, timings
 
 

@@ -33,7 +33,9 @@ def config(folder: Path, training: dict, csv: str = "churn.csv", name: str = "ch
         "data": {"source": str(folder / csv), "target": "churn", "positive_label": "Yes",
                  "features": {"exclude": ["customer_id"]}},
         "training": training,
-        "gate": {"floors": {"roc_auc": 0.55}, "bootstrap_resamples": 300},
+        # A generous latency budget: CI machines are shared; the gate itself is tested below.
+        "gate": {"floors": {"roc_auc": 0.55}, "bootstrap_resamples": 300,
+                 "latency_budget_ms": 500},
     })
 
 
@@ -86,7 +88,8 @@ def test_a_better_challenger_is_promoted_and_rollback_and_manual_promotion_are_r
     assert regression.evidence["lower_one_sided"] > 0
     assert registry.aliases("churn") == {"champion": 2, "previous-champion": 1, "challenger": 2}
     assert stages("churn") == {1: "Archived", 2: "Production"}
-    assert mlflow.pyfunc.load_model("models:/churn/Production").metadata.run_id == strong.trial_run_id
+    production = mlflow.pyfunc.load_model("models:/churn/Production")
+    assert production.metadata.run_id == strong.trial_run_id
 
     cfg = load_config(config(tmp_path, STRONG))
     assert loop.rollback(cfg) == (2, 1)
@@ -104,7 +107,7 @@ def test_a_better_challenger_is_promoted_and_rollback_and_manual_promotion_are_r
 
 
 def test_bad_challengers_are_never_promoted(tmp_path, mlflow_store):
-    loop.run(load_config(config(tmp_path, STRONG)))
+    assert loop.run(load_config(config(tmp_path, STRONG)))[1].promoted
     shuffled = make_churn(2000, seed=1)
     shuffled["churn"] = np.random.default_rng(0).permutation(shuffled["churn"].to_numpy())
     shuffled.to_csv(tmp_path / "shuffled.csv", index=False)
@@ -114,15 +117,12 @@ def test_bad_challengers_are_never_promoted(tmp_path, mlflow_store):
     # A model whose files are corrupted in the artifact store fails to load: rejected.
     cfg = load_config(config(tmp_path, STRONG))
     result = loop.train(cfg)
-    model_dir = Path(mlflow.artifacts.download_artifacts(f"runs:/{result.best.run_id}/model"))
-    store = Path(mlflow.get_artifact_uri("x", run_id=result.best.run_id) if False else
-                 mlflow.MlflowClient().get_logged_model(
-                     mlflow.MlflowClient().get_run(result.best.run_id).data.tags[
-                         "ctloop.model_uri"].removeprefix("models:/")).artifact_location
-                 .removeprefix("file://"))
-    for path in (store / "data" / "ctloop_model").glob("estimator.*"):
+    model_id = mlflow.get_run(result.best.run_id).data.tags["ctloop.model_uri"].split("/")[-1]
+    store = Path(mlflow.get_logged_model(model_id).artifact_location.removeprefix("file://"))
+    corrupted = list((store / "data" / "ctloop_model").glob("estimator.*"))
+    assert corrupted
+    for path in corrupted:
         path.write_bytes(b"garbage")
-    assert model_dir.exists()
     broken = loop.select(cfg, result.run_id)
     assert not broken.promoted and "loads" in broken.failed
     assert registry.aliases("churn")["champion"] == 1

@@ -31,10 +31,21 @@ class QualityReport:
     problems: tuple[str, ...]
 
 
-def data_quality(frame: pd.DataFrame, columns: Sequence[str], cfg: MonitorConfig) -> QualityReport:
-    """Missing share per feature; problems that veto retraining (too few rows, broken columns)."""
+MISSING_GROWTH = 0.1  # how much more often a column may be missing than in the reference
+
+
+def data_quality(frame: pd.DataFrame, columns: Sequence[str], cfg: MonitorConfig,
+                 reference: pd.DataFrame | None = None) -> QualityReport:
+    """Missing share per feature; problems that veto retraining (too few rows, broken columns).
+
+    A column counts as broken when it is missing more than `max_missing_share` of the time
+    *and* clearly more often than in the reference: a feature that was always sparse (the
+    flights' wind_gust is) is not broken data.
+    """
     rows = len(frame)
     missing = {c: float(frame[c].isna().mean()) if rows else 1.0 for c in columns}
+    usual = {c: float(reference[c].isna().mean()) if reference is not None and c in reference
+             and len(reference) else 0.0 for c in columns}
     empty = tuple(c for c, share in missing.items() if share >= 1.0)
     problems = []
     if 0 < rows < cfg.min_rows:
@@ -43,7 +54,7 @@ def data_quality(frame: pd.DataFrame, columns: Sequence[str], cfg: MonitorConfig
     if rows and empty:
         problems.append(f"empty feature column(s): {', '.join(empty)}")
     too_missing = [f"{c} ({share:.0%})" for c, share in missing.items()
-                   if cfg.max_missing_share < share < 1.0]  # fmt: skip
+                   if max(cfg.max_missing_share, usual[c] + MISSING_GROWTH) < share < 1.0]
     if rows and too_missing:
         problems.append(f"missing values above monitor.max_missing_share "
                         f"({cfg.max_missing_share:.0%}): {', '.join(too_missing)}")  # fmt: skip

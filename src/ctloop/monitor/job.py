@@ -308,7 +308,7 @@ def run_monitor(
 
     columns = list(model.feature_columns)
     categorical = [c for c in columns if c in model.encoder.vocabularies]
-    quality_report = dec.data_quality(cur.frame, columns, cfg.monitor)
+    quality_report = dec.data_quality(cur.frame, columns, cfg.monitor, reference=reference)
     result.missing_share = {k: round(v, 6) for k, v in quality_report.missing_share.items()}
     drift_cols: tuple[ColumnDrift, ...] = ()
     prediction: ColumnDrift | None = None
