@@ -253,16 +253,17 @@ def running(root: Path, **kwargs) -> Iterator[TeamStack]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dir", type=Path, default=Path(".team-server"),
-                        help="folder for the logs and the auth config")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="folder for the logs and the auth config (default: a temp folder)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    with running(args.dir.resolve(), workers=args.workers) as stack:
+    folder = (args.dir or Path(tempfile.mkdtemp(prefix="ctloop-team-"))).resolve()
+    with running(folder, workers=args.workers) as stack:
         print("team tracking server up; in another shell:")
         for key, value in stack.client_env().items():
             print(f"  export {key}={value}")
         print(f"artifacts: s3://{BUCKET}/mlflow at {stack.s3_endpoint}; "
-              f"PostgreSQL: 127.0.0.1:{stack.pg_port}; logs in {args.dir}")
+              f"PostgreSQL: 127.0.0.1:{stack.pg_port}; logs in {folder}")
         print("Ctrl-C stops it and deletes the database.")
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()

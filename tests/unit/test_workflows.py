@@ -139,3 +139,27 @@ def test_the_checker_rejects_unknown_commands_and_options(group: Any) -> None:
         _check_call(group, ["deploy", "--target-env", "prod"])
     with pytest.raises(AssertionError, match="is a flag"):
         _check_call(group, ["monitor", "--retrain=yes"])
+
+
+def test_the_compose_stack_is_mlflows_server_with_postgres_s3_and_auth() -> None:
+    """No Docker engine here: check what the compose file would run, and its pins."""
+    deploy = REPO / "deploy"
+    compose = yaml.safe_load((deploy / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"postgres", "minio", "mlflow"} <= set(services)
+    server = (deploy / "mlflow" / "entrypoint.sh").read_text()
+    for flag in ("--app-name basic-auth", "--serve-artifacts", "--artifacts-destination \"s3://",
+                 "--backend-store-uri \"${DB}/mlflow\"", "MLFLOW_AUTH_CONFIG_PATH"):
+        assert flag in server, flag
+    assert "postgresql+psycopg2://" in server
+    assert services["mlflow"]["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    # No credential has a literal value in the compose file: all come from deploy/.env.
+    for service in services.values():
+        for key, value in (service.get("environment") or {}).items():
+            if any(word in key for word in ("PASSWORD", "SECRET")):
+                assert str(value).startswith("${"), f"{key} has a literal value"
+    pins = (deploy / "mlflow" / "Dockerfile").read_text()
+    project = (REPO / "pyproject.toml").read_text()
+    for pin in re.findall(r"([A-Za-z0-9_-]+==[0-9.]+)", pins):
+        assert f'"{pin}"' in project, f"{pin} in the server image differs from pyproject.toml"
+    assert ".env" in (deploy / ".gitignore").read_text().split()
