@@ -148,3 +148,18 @@ def test_reads_an_s3_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         assert everything.rows == 12 and everything.malformed_lines == 1
     finally:
         server.stop()
+
+
+def test_bulk_and_line_by_line_decoding_agree(tmp_path: Path) -> None:
+    frame = _frame(40, seed=3)
+    probs = np.linspace(0.1, 0.9, 40)
+    write_capture(tmp_path / "clean", frame, T0, timedelta(minutes=1), probs, rows_per_request=2)
+    write_capture(tmp_path / "dirty", frame, T0, timedelta(minutes=1), probs, rows_per_request=2,
+                  malformed=["{oops"])  # one bad line sends its file down the per-line path
+    clean = cap.read_capture(str(tmp_path / "clean"), FEATURES, NUMERIC)
+    dirty = cap.read_capture(str(tmp_path / "dirty"), FEATURES, NUMERIC)
+    assert (clean.malformed_lines, dirty.malformed_lines) == (0, 1)
+    pd.testing.assert_frame_equal(clean.frame, dirty.frame)
+    np.testing.assert_array_equal(clean.probability, dirty.probability)
+    np.testing.assert_array_equal(clean.event_ids, dirty.event_ids)
+    pd.testing.assert_series_equal(clean.inference_times, dirty.inference_times)
