@@ -196,7 +196,9 @@ def main() -> None:
     for rows in (1, 100):
         bodies[str(rows)] = work / f"rows{rows}.json"
         bodies[str(rows)].write_bytes(payloads(rows))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    # mlflow models serve execs `uvicorn` from PATH, as in an activated venv
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path}
     env.pop("CTLOOP_TOKEN", None)
     def ctloop(config_file: Path, *extra: str) -> list[str]:
         return [sys.executable, "-m", "ctloop", "serve", "--config", str(config_file),

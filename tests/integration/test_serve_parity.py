@@ -20,7 +20,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def mlflow_server(champion_store: dict):
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": champion_store["uri"]}
+    bin_dir = str(Path(sys.executable).parent)  # mlflow serve execs `uvicorn` from PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": champion_store["uri"],
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     mlflow = str(Path(sys.executable).parent / "mlflow")
     log_path = Path(champion_store["dir"]) / f"mlflow-serve-{port}.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed at teardown
