@@ -49,6 +49,8 @@ def main() -> None:
             os.chdir(tmp)
             os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
             tracking.configure()
+            for compute in backends.values():  # warm-up, untimed: data cache, imports, workers
+                train(base.model_copy(update={"compute": compute}))
             for i in range(args.repeats):
                 for name, compute in backends.items():
                     cfg = base.model_copy(update={"compute": compute})
