@@ -352,14 +352,19 @@ def demo(config: ConfigOption = DEFAULT_CONFIG_PATH,
     table.add_column("value", overflow="fold")
     m1, m2 = facts["monitor_1"], facts["monitor_2"]
     name = report.model_name
+    v1, v2 = facts["v1"], facts["v2"]
+    auc = v2["holdout"].get("roc_auc", float("nan"))
+    old_auc = v2["champion_holdout"].get("roc_auc", float("nan"))
     rows = [
-        ("first champion", f"v{facts['v1']['version']} ({facts['v1']['trial']}), holdout "
-                           f"roc_auc {facts['v1']['holdout'].get('roc_auc', float('nan')):.3f}"),
+        ("first champion", f"v{v1['version']} ({v1['trial']}), trained on Jan-Mar, holdout roc_auc "
+                           f"{v1['holdout'].get('roc_auc', float('nan')):.3f} (late March)"),
         ("drift on Jul-Aug traffic", f"{m1['drift_share']:.0%} of features: "
                                      f"{', '.join(m1['drifted_columns'])}"),
-        ("retrain window", " .. ".join(facts["monitor_retrain"]["retrain_window"] or ("", ""))),
-        ("new champion", f"v{facts['v2']['version']} (compared with "
-                         f"{facts['v2']['compared_with']}): {facts['v2']['holdout']}"),
+        ("retrain window", " .. ".join(m1["retrain_window"] or ("", ""))),
+        ("new champion", f"v{v2['version']}: roc_auc {auc:.3f} vs v{v1['version']} "
+                         f"{old_auc:.3f} on the same recent holdout (improvement 95% CI "
+                         f"{v2['interval'].get('lower', 0):+.3f} .. "
+                         f"{v2['interval'].get('upper', 0):+.3f})"),
         ("drift decision -> new champion serving", f"{facts['drift_to_serving_s']} s"),
         ("drift on the same traffic, new champion", f"{m2['drift_share']:.0%} of features"),
         ("replayed", f"{facts['replay_1']['rows']:,} rows twice, failed requests: "
