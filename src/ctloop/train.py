@@ -201,7 +201,8 @@ def _trial_parallelism(cfg: Config, n_trials: int, shared: list) -> Iterator[int
         raise ConfigError("compute.scheduler_address is required when compute.backend is "
                           "'dask' (e.g. tcp://scheduler:8786)")
     try:
-        client = Client(address, set_as_default=False, timeout=30)
+        # Connect timeout: dask's distributed.comm.timeouts.connect (30 s unless configured).
+        client = Client(address, set_as_default=False)
     except (OSError, TimeoutError) as exc:
         raise ConfigError(f"compute.scheduler_address: cannot reach the Dask scheduler at "
                           f"{address}: {exc}") from None

@@ -168,3 +168,24 @@ def test_monitor_logs_to_the_team_server(team_stack, team_server, team_champion,
     assert len(runs) == 1 and runs[0][1] == "FINISHED"
     keys = _bucket_keys(team_stack, team_server, f"mlflow/{experiment_id}/{runs[0][0]}/")
     assert keys, "the monitor run logged no artifacts to the bucket"
+
+
+def test_the_team_password_is_recorded_nowhere(team_stack, team_server, team_champion) -> None:
+    """The password authenticates every request but lands in no row, object or output."""
+    password = team_stack.client_env()["MLFLOW_TRACKING_PASSWORD"]
+    text_columns = _sql(team_stack, """
+        SELECT table_name, column_name FROM information_schema.columns
+        WHERE table_schema = 'public' AND data_type IN ('text', 'character varying')""")
+    assert ("params", "value") in text_columns and ("tags", "value") in text_columns
+    for table, column in text_columns:
+        hits = _sql(team_stack, f'SELECT count(*) FROM "{table}" WHERE "{column}" LIKE %s',
+                    f"%{password}%")
+        assert hits == [(0,)], f"password found in {table}.{column}"
+    s3 = boto3.client("s3", endpoint_url=team_stack.s3_endpoint, region_name="us-east-1",
+                      aws_access_key_id="moto-key", aws_secret_access_key="moto-secret")
+    keys = _bucket_keys(team_stack, team_server, "")
+    assert keys
+    for key in keys:
+        body = s3.get_object(Bucket=team_server.BUCKET, Key=key)["Body"].read()
+        assert password.encode() not in body, f"password in s3://{team_server.BUCKET}/{key}"
+    assert password not in team_champion["stdout"] + team_champion["stderr"]
