@@ -511,12 +511,12 @@ def _absolute_tracking_uri(uri: str) -> str:
 def run_project(
     project_uri: str, entry_point: str, parameters: Mapping[str, str],
     experiment: str, env_manager: str, tags: Mapping[str, str],
-    success_codes: tuple[int, ...] = (0,),
-) -> tuple[str, str, int | None]:  # fmt: skip
-    """Rerun the MLflow project (`mlflow.projects.run`) and wait.
+) -> tuple[str, str]:  # fmt: skip
+    """Rerun the MLflow project (`mlflow.projects.run`) and wait; returns (run_id, status).
 
-    Returns (run_id, MLflow run status, exit code of the entry point's command); an exit code
-    in `success_codes` (e.g. "gate rejected") ends the run FINISHED rather than FAILED.
+    Submitted asynchronously so the run can be tagged at once: MLflow then runs the entry
+    point through an `mlflow run` child process, whose exit code is only 0 or 1, so callers
+    judge the outcome from what the run produced (see `mark_finished`).
 
     The run is tagged before it starts working, so its trigger is recorded even if it fails.
     The console script's folder goes first on PATH so the entry point finds `ctloop`.
@@ -546,13 +546,13 @@ def run_project(
     finally:
         os.environ["PATH"] = old_path
         mlflow.set_tracking_uri(old_uri)
-    process = getattr(submitted, "command_proc", None)
-    code = process.returncode if process is not None else (0 if ok else None)
-    if code in success_codes:
-        _client().set_terminated(submitted.run_id, "FINISHED")
-    else:
-        _terminate_if_running(submitted.run_id, "FAILED")
-    return submitted.run_id, _client().get_run(submitted.run_id).info.status, code
+    _terminate_if_running(submitted.run_id, "FINISHED" if ok else "FAILED")
+    return submitted.run_id, _client().get_run(submitted.run_id).info.status
+
+
+def mark_finished(run_id: str) -> None:
+    """Record a run as FINISHED (e.g. a retraining whose challenger the gate rejected)."""
+    _client().set_terminated(run_id, "FINISHED")
 
 
 def _terminate_if_running(run_id: str, status: str) -> None:

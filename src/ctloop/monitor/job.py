@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 TABLE_SUFFIXES = (".csv", ".parquet")
 PROJECT_URI_ENV = "CTLOOP_PROJECT_URI"
-GATE_REJECTED_EXIT = 3  # `ctloop run` exit code when the gate rejects (cli.EXIT_GATE_REJECTED)
 
 
 class MonitorError(DataError):
@@ -440,19 +439,26 @@ def _maybe_retrain(cfg: Config, result: MonitorResult, requested: bool, cur: _Cu
     config_file = _snapshot_config(cfg, monitor_run_id)
     before = {v.version for v in registry.versions(cfg.name)}
     trigger = f"monitor:{monitor_run_id}"
-    run_id, status, code = tracking.run_project(
+    run_id, status = tracking.run_project(
         project_uri(), "main",
         {"config": str(config_file), "start": start, "end": end, "trigger": trigger},
         cfg.name, cfg.monitor.env_manager,
         {"ctloop.trigger_monitor_run_id": monitor_run_id, "ctloop.trigger": trigger,
          "ctloop.replaced_champion_version": str(champion.version)},
-        success_codes=(0, GATE_REJECTED_EXIT),
     )  # fmt: skip
-    # `ctloop run` exits 3 when the gate rejects the challenger: a finished retraining.
-    outcome = {0: "challenger promoted", GATE_REJECTED_EXIT: "challenger rejected by the gate"}.get(
-        code, f"failed (exit code {code})")  # fmt: skip
+    new = [v for v in registry.versions(cfg.name) if v.version not in before]
+    result.new_versions = sorted(v.version for v in new)
+    produced = [v for v in new if v.tags.get("ctloop.training_run_id") == run_id]
+    if produced:
+        # `ctloop run` exits non-zero when the gate rejects; the retraining itself finished.
+        decision = produced[0].tags.get("ctloop.decision", "registered")
+        outcome = f"v{produced[0].version} {decision}"
+        if status != "FINISHED":
+            tracking.mark_finished(run_id)
+            status = "FINISHED"
+    else:
+        outcome = "failed: no new version registered"
     result.retrain_run_id, result.retrain_status = run_id, f"{status}: {outcome}"
-    result.new_versions = sorted({v.version for v in registry.versions(cfg.name)} - before)
     result.retrain = f"launched run {run_id}, {outcome}"
     return {tracking.RETRAIN_TAG: tracking.RETRAIN_LAUNCHED, "ctloop.retrain_run_id": run_id,
             "ctloop.retrain_status": status,
