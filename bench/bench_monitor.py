@@ -5,7 +5,7 @@ Jan-Mar 2013 (its training rows are the reference), and a capture folder in Sage
 Capture format made by replaying the Apr-Dec 2013 flights cyclically as `--rows` single-row
 JSON requests (dataframe_split in, {"predictions": [...]} out, hourly yyyy/mm/dd/hh files).
 
-Measured, each in a fresh process (peak RSS = that process's ru_maxrss):
+Measured, each in a fresh process (peak RSS = that process's VmHWM):
   ours       the whole `loop.monitor` job on the capture folder: read + decode all lines,
              full-data drift verdicts, prediction drift, two Evidently reports on samples,
              MLflow logging. Median of `--repeats` runs.
@@ -124,6 +124,14 @@ def generate(rows: int) -> Path:
 
 
 def _peak_rss_mib() -> float:
+    """This process's own peak RSS. VmHWM belongs to the address space made by exec, whereas
+    ru_maxrss can carry the forking parent's high-water mark into the child."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
