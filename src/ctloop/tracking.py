@@ -136,6 +136,24 @@ def _model_signature(model: TabularModel, label_example: Any):
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
+_CODE_SNAPSHOT: list[Path] = []
+
+
+def _code_snapshot() -> Path:
+    """ctloop's source without bytecode caches, copied once per process: each logged model
+    bundles it, and against a team server every file is one upload."""
+    if not _CODE_SNAPSHOT or not _CODE_SNAPSHOT[0].exists():
+        import atexit
+        import shutil
+
+        target = Path(tempfile.mkdtemp(prefix="ctloop-code-")) / "ctloop"
+        atexit.register(shutil.rmtree, target.parent, True)
+        shutil.copytree(Path(__file__).resolve().parent, target,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        _CODE_SNAPSHOT[:] = [target]
+    return _CODE_SNAPSHOT[0]
+
+
 def _requirements() -> list[str]:
     pins = []
     for package in MODEL_REQUIREMENTS:
@@ -197,7 +215,7 @@ class TrainingRun:
                 name=MODEL_NAME_IN_RUN,
                 loader_module="ctloop.model",
                 data_path=str(record.model_dir),
-                code_paths=[str(Path(__file__).resolve().parent)],
+                code_paths=[str(_code_snapshot())],
                 signature=_model_signature(model, model.positive_label),
                 input_example=record.input_example,
                 pip_requirements=_requirements(),
