@@ -31,6 +31,8 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 100_000
+PILOT_LINES = 200  # lines of the first file decoded to estimate rows per line
+SAMPLE_GROWTH_CAP = 8  # a later sampling batch is at most this many times the lines so far
 _HOUR_PATH = re.compile(r"(?:^|/)(\d{4})/(\d{2})/(\d{2})/(\d{2})(?:/|$)")
 
 
@@ -50,6 +52,9 @@ class CaptureData:
     malformed_lines: int = 0
     outside_window: int = 0
     files: int = 0
+    lines: int = 0  # capture lines in the listed files (blank ones included)
+    decoded_lines: int = 0  # lines actually decoded (all of them unless sampled)
+    sampled: bool = False  # True when decoded_lines < lines: counts are from the sample
     malformed_examples: list[str] = field(default_factory=list)
 
     @property
@@ -246,55 +251,61 @@ class _Chunk:
         return pd.DataFrame(data)
 
 
-def read_capture(
-    location: str,
-    feature_columns: Sequence[str],
-    numeric_columns: Sequence[str],
-    since: datetime | None = None,
-    until: datetime | None = None,
-    extra_columns: Sequence[str] = (),
-) -> CaptureData:
-    """Decode every request in [since, until) under `location` into one frame.
+class _Reader:
+    """Decoding state shared by the full read and the sampled read: one blob at a time."""
 
-    `feature_columns` (the model's) define the CSV column order; `extra_columns` (e.g. the
-    target or time column, when the caller sent them) are kept if present in JSON payloads.
-    """
-    columns = [*feature_columns, *[c for c in extra_columns if c not in feature_columns]]
-    known = frozenset(columns)
-    numeric = frozenset(numeric_columns)
-    since_key = since.strftime("%Y-%m-%dT%H:%M:%S") if since else None
-    until_key = until.strftime("%Y-%m-%dT%H:%M:%S") if until else None
-    frames: list[pd.DataFrame] = []
-    probs: list[float] = []
-    probs_complete = True
-    event_ids: list[str] = []
-    times: list[str] = []
-    chunk = _Chunk(columns)
-    result = CaptureData(pd.DataFrame(), None, np.array([]), pd.Series(dtype="datetime64[ns, UTC]"))
-    present: set[str] = set()
-    files = list_files(location, since, until)
-    result.files = len(files)
-    for fs, path in files:
-        blob = _read_bytes(fs, path)
-        fast = _decode_uniform_file(blob, since_key, until_key)
+    def __init__(self, feature_columns: Sequence[str], numeric_columns: Sequence[str],
+                 since: datetime | None, until: datetime | None,
+                 extra_columns: Sequence[str]) -> None:  # fmt: skip
+        self.feature_columns = list(feature_columns)
+        self.columns = [*feature_columns, *[c for c in extra_columns if c not in feature_columns]]
+        self.known = frozenset(self.columns)
+        self.numeric = frozenset(numeric_columns)
+        self.since_key = since.strftime("%Y-%m-%dT%H:%M:%S") if since else None
+        self.until_key = until.strftime("%Y-%m-%dT%H:%M:%S") if until else None
+        self.frames: list[pd.DataFrame] = []
+        self.probs: list[float] = []
+        self.probs_complete = True
+        self.event_ids: list[str] = []
+        self.times: list[str] = []
+        self.chunk = _Chunk(self.columns)
+        self.present: set[str] = set()
+        self.result = CaptureData(pd.DataFrame(), None, np.array([]),
+                                  pd.Series(dtype="datetime64[ns, UTC]"))  # fmt: skip
+
+    @property
+    def rows(self) -> int:
+        return sum(len(f) for f in self.frames) + self.chunk.n
+
+    def _flush(self) -> None:
+        if self.chunk.n >= CHUNK_ROWS:
+            self.frames.append(self.chunk.frame(self.numeric))
+            self.chunk = _Chunk(self.columns)
+
+    def _served(self, served: list[float] | None) -> None:
+        if self.probs_complete and served is None:
+            self.probs_complete, self.probs = False, []
+        elif self.probs_complete:
+            self.probs.extend(served)
+
+    def add_blob(self, blob: bytes, path: str, numbers: Sequence[int] | None = None) -> None:
+        """Decode the lines of `blob`; `numbers` are their 1-based line numbers in `path`."""
+        result = self.result
+        fast = _decode_uniform_file(blob, self.since_key, self.until_key)
         if fast is not None:  # every line well formed, same JSON shape: decoded in bulk
             cols, rows, ids, whens, served, outside, requests = fast
             result.outside_window += outside
             result.requests += requests
             if rows:
-                chunk.add_rows(cols, rows)
-                present.update(cols)
-            event_ids.extend(ids)
-            times.extend(whens)
-            if probs_complete and served is None:
-                probs_complete, probs = False, []
-            elif probs_complete:
-                probs.extend(served)
-            if chunk.n >= CHUNK_ROWS:
-                frames.append(chunk.frame(numeric))
-                chunk = _Chunk(columns)
-            continue
-        for number, line in enumerate(blob.splitlines(), 1):
+                self.chunk.add_rows(cols, rows)
+                self.present.update(cols)
+            self.event_ids.extend(ids)
+            self.times.extend(whens)
+            self._served(served)
+            self._flush()
+            return
+        for position, line in enumerate(blob.splitlines()):
+            number = numbers[position] if numbers is not None else position + 1
             if not line.strip():
                 continue
             try:
@@ -302,24 +313,25 @@ def read_capture(
                 meta = record["eventMetadata"]
                 when = str(meta["inferenceTime"])
                 key = _time_key(when)
-                if (since_key and key < since_key) or (until_key and key >= until_key):
+                if ((self.since_key and key < self.since_key)
+                        or (self.until_key and key >= self.until_key)):  # fmt: skip
                     result.outside_window += 1
                     continue
                 capture = record["captureData"]
                 kind, payload = _payload(capture["endpointInput"])
                 if kind == "csv":
-                    cols, rows = _csv_table(payload, feature_columns, known)
+                    cols, rows = _csv_table(payload, self.feature_columns, self.known)
                 elif kind == "frame":
                     cols, rows = tuple(map(str, payload.columns)), payload.to_numpy().tolist()
                 else:
                     cols, rows = _json_rows(payload)
                 if cols is None:
-                    chunk.add_records(rows)
+                    self.chunk.add_records(rows)
                     for r in rows:
-                        present.update(r)
+                        self.present.update(r)
                 else:
-                    chunk.add_rows(cols, rows)
-                    present.update(cols)
+                    self.chunk.add_rows(cols, rows)
+                    self.present.update(cols)
                 n = len(rows)
             except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
                 result.malformed_lines += 1
@@ -329,30 +341,147 @@ def read_capture(
                 continue
             result.requests += 1
             event_id = str(meta.get("inferenceId") or meta.get("eventId") or "")
-            event_ids.extend([event_id] * n)
-            times.extend([when] * n)
-            if probs_complete:
-                served = _probabilities(capture.get("endpointOutput"), n)
-                if served is None:
-                    probs_complete = False
-                    probs = []
-                else:
-                    probs.extend(served)
-            if chunk.n >= CHUNK_ROWS:
-                frames.append(chunk.frame(numeric))
-                chunk = _Chunk(columns)
-    if chunk.n or not frames:
-        frames.append(chunk.frame(numeric))
-    if result.malformed_lines:
-        log.warning("skipped %d malformed capture line(s) under %s; first: %s",
-                    result.malformed_lines, location, result.malformed_examples[0])  # fmt: skip
-    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    # A column no request carried is absent, not "all missing": the caller reports the mismatch.
-    result.frame = frame.drop(columns=[c for c in columns if c not in present])
-    result.probability = np.asarray(probs, dtype=np.float64) if probs_complete and probs else None
-    result.event_ids = np.asarray(event_ids, dtype=object)
-    result.inference_times = pd.Series(pd.to_datetime(times, utc=True, format="ISO8601"))
+            self.event_ids.extend([event_id] * n)
+            self.times.extend([when] * n)
+            if self.probs_complete:
+                self._served(_probabilities(capture.get("endpointOutput"), n))
+            self._flush()
+
+    def finish(self) -> CaptureData:
+        result = self.result
+        if self.chunk.n or not self.frames:
+            self.frames.append(self.chunk.frame(self.numeric))
+        frames = self.frames
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        # A column no request carried is absent, not "all missing": the caller reports the
+        # mismatch.
+        result.frame = frame.drop(columns=[c for c in self.columns if c not in self.present])
+        result.probability = (np.asarray(self.probs, dtype=np.float64)
+                              if self.probs_complete and self.probs else None)  # fmt: skip
+        result.event_ids = np.asarray(self.event_ids, dtype=object)
+        result.inference_times = pd.Series(pd.to_datetime(self.times, utc=True,
+                                                          format="ISO8601"))  # fmt: skip
+        return result
+
+
+def _line_count(blob: bytes) -> int:
+    """Physical lines (a last line without a newline counts); blank ones are skipped later."""
+    return blob.count(b"\n") + (1 if blob and not blob.endswith(b"\n") else 0)
+
+
+def read_capture(
+    location: str,
+    feature_columns: Sequence[str],
+    numeric_columns: Sequence[str],
+    since: datetime | None = None,
+    until: datetime | None = None,
+    extra_columns: Sequence[str] = (),
+    sample_rows: int | None = None,
+    seed: int = 0,
+    warn: bool = True,
+) -> CaptureData:
+    """Decode the requests in [since, until) under `location` into one frame.
+
+    `feature_columns` (the model's) define the CSV column order; `extra_columns` (e.g. the
+    target or time column, when the caller sent them) are kept if present in JSON payloads.
+
+    With `sample_rows`, only a seeded uniform random sample of capture *lines* (requests) is
+    decoded, enough for about `sample_rows` rows in the window (see `_read_sample`); all
+    counts in the result (requests, malformed, outside the window) are then among the
+    sampled lines, and `lines` / `decoded_lines` say how many lines there were and were read.
+    """
+    reader = _Reader(feature_columns, numeric_columns, since, until, extra_columns)
+    files = list_files(location, since, until)
+    reader.result.files = len(files)
+    if sample_rows is None:
+        for fs, path in files:
+            blob = _read_bytes(fs, path)
+            reader.result.lines += _line_count(blob)
+            reader.add_blob(blob, path)
+        reader.result.decoded_lines = reader.result.lines
+    else:
+        _read_sample(reader, files, sample_rows, seed)
+    result = reader.finish()
+    if warn:
+        warn_malformed(result, location)
     return result
+
+
+def warn_malformed(result: CaptureData, location: str) -> None:
+    """Log the skipped lines (the caller does it when the decoding ran in a worker process)."""
+    if result.malformed_lines:
+        sampled = (f" (among {result.decoded_lines:,} sampled of {result.lines:,} lines)"
+                   if result.sampled else "")  # fmt: skip
+        log.warning("skipped %d malformed capture line(s)%s under %s; first: %s",
+                    result.malformed_lines, sampled, location,
+                    result.malformed_examples[0])  # fmt: skip
+
+
+def capture_bytes(location: str, since: datetime | None = None,
+                  until: datetime | None = None) -> int:  # fmt: skip
+    """Total size of the capture files `read_capture` would read (compressed size for .gz)."""
+    files = list_files(location, since, until)
+    if not files:
+        return 0
+    fs = files[0][0]
+    return sum(max(info.size or 0, 0) for info in fs.get_file_info([p for _, p in files]))
+
+
+def _read_sample(reader: _Reader, files: list[tuple[Any, str]], target: int, seed: int) -> None:
+    """Decode lines in a seeded random order until `target` rows in the window are decoded.
+
+    Pass 1 reads every file once and only counts its lines (bytes.count, no parsing). The
+    lines are then taken in the order of one seeded permutation, in batches: the first batch
+    is sized from the rows per line of a pilot (the first lines of the first file; requests
+    may carry many rows), later ones from the rows per decoded line so far. Any prefix of a
+    random permutation is a uniform sample without replacement, so the decoded lines are a
+    simple random sample of the requests, whatever the batches were. When the capture holds
+    no more lines than the first batch, every line is decoded (no sampling at all).
+    """
+    result = reader.result
+    counts = []
+    pilot_rows_per_line = None
+    for fs, path in files:
+        blob = _read_bytes(fs, path)
+        counts.append(_line_count(blob))
+        if pilot_rows_per_line is None and counts[-1]:
+            pilot = _Reader(reader.feature_columns, reader.numeric, None, None,
+                            reader.columns[len(reader.feature_columns):])  # fmt: skip
+            head = b"\n".join(blob.split(b"\n", PILOT_LINES)[:PILOT_LINES])
+            pilot.add_blob(head, path)
+            if pilot.result.requests:
+                pilot_rows_per_line = max(pilot.chunk.n / pilot.result.requests, 1.0)
+    total = int(sum(counts))
+    result.lines = total
+    if total == 0:
+        return
+    ends = np.cumsum(counts)
+    order = np.random.default_rng(seed).permutation(total)
+    rows_per_line = pilot_rows_per_line or 1.0
+    taken = 0
+    while taken < total:
+        need = target - reader.rows
+        if need <= 0:
+            break
+        if taken:  # rows per decoded line so far (malformed and out-of-window lines give 0)
+            rows_per_line = max(reader.rows / taken, 1.0 / SAMPLE_GROWTH_CAP)
+        batch = int(min(total - taken, max(np.ceil(need / rows_per_line * 1.02), 1)))
+        if taken:
+            batch = min(batch, taken * SAMPLE_GROWTH_CAP)
+        chosen = np.sort(order[taken:taken + batch])
+        taken += batch
+        file_of = np.searchsorted(ends, chosen, side="right")
+        bounds = np.flatnonzero(np.diff(file_of)) + 1
+        for group, k in zip(np.split(chosen, bounds), file_of[np.r_[0, bounds]], strict=True):
+            k = int(k)
+            fs, path = files[k]
+            start = int(ends[k] - counts[k])
+            lines = _read_bytes(fs, path).split(b"\n")
+            local = (group - start).tolist()
+            reader.add_blob(b"\n".join([lines[i] for i in local]), path,
+                            [i + 1 for i in local])  # fmt: skip
+    result.decoded_lines = taken
+    result.sampled = taken < total
 
 
 def _decode_uniform_file(blob: bytes, since_key: str | None, until_key: str | None):

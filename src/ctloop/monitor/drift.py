@@ -53,6 +53,11 @@ def _clean(series: pd.Series) -> pd.Series:
     return series.dropna()
 
 
+def warm_up() -> None:
+    """Import Evidently's stattests (most of the cost of the first test, about 6-10 s here)."""
+    from evidently.legacy.calculations.stattests.registry import get_stattest  # noqa: F401
+
+
 def column_drift(reference: pd.Series, current: pd.Series, kind: str,
                  name: str | None = None) -> ColumnDrift:  # fmt: skip
     """Evidently's default test for this column type and size, computed once on all rows."""

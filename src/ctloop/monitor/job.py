@@ -35,12 +35,14 @@ from ctloop.model import TabularModel
 from ctloop.monitor import capture as cap
 from ctloop.monitor import decide as dec
 from ctloop.monitor.drift import PREDICTION_COLUMN, ColumnDrift, column_drift, dataset_drift
+from ctloop.monitor.drift import warm_up as warm_up_drift_tests
 from ctloop.monitor.report import DATA_REPORT, MODEL_REPORT, TARGET_COLUMN, build_reports
 
 log = logging.getLogger(__name__)
 
 TABLE_SUFFIXES = (".csv", ".parquet")
 PROJECT_URI_ENV = "CTLOOP_PROJECT_URI"
+OVERLAP_BYTES = 32 * 2**20  # captures at least this big are decoded in a worker process
 
 
 class MonitorError(DataError):
@@ -89,6 +91,9 @@ class MonitorResult:
                 p = self.prediction_drift
                 parts.append(f"prediction {'DRIFT' if p['drifted'] else 'ok'} "
                              f"({p['score']:.3f})")  # fmt: skip
+        lines, decoded = self.rows.get("capture_lines", 0), self.rows.get("decoded_lines", 0)
+        if decoded < lines:
+            parts.append(f"sampled {decoded}/{lines} lines")
         if self.rows.get("malformed_lines"):
             parts.append(f"malformed lines {self.rows['malformed_lines']}")
         parts.append(f"retrain: {self.retrain}")
@@ -190,6 +195,32 @@ def _schema_check(frame: pd.DataFrame, model: TabularModel, version: int, source
                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
 
 
+def _decode_capture(location: str, features: list[str], numeric: list[str],
+                    since: datetime | None, until: datetime | None, extras: list[str],
+                    decode_rows: int | None, seed: int) -> cap.CaptureData:  # fmt: skip
+    """Decode the capture; a large one in a worker process while this one imports Evidently.
+
+    Both are CPU-bound for several seconds (JSON decoding; Evidently's import), so on two or
+    more cores they overlap. Small captures are decoded in-process: a worker costs ~1 s.
+    """
+    args = (location, features, numeric, since, until, extras, decode_rows, seed)
+    if (os.cpu_count() or 1) < 2 or cap.capture_bytes(location, since, until) < OVERLAP_BYTES:
+        return cap.read_capture(*args)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: this process holds MLflow's database connections and maybe threads.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        future = pool.submit(cap.read_capture, *args, False)
+        try:
+            warm_up_drift_tests()
+        except Exception:  # an import failure surfaces later, where it is reported properly
+            log.debug("warming up Evidently failed", exc_info=True)
+        data = future.result()
+    cap.warn_malformed(data, location)
+    return data
+
+
 def _read_current(
     cfg: Config, location: str, since: datetime | None, until: datetime | None,
     model: TabularModel, version: int, ground_truth: str | None,
@@ -218,9 +249,11 @@ def _read_current(
                  and time_col in frame.columns else None)  # fmt: skip
         return _Current(_normalise(frame, model).reset_index(drop=True), None, labels,
                         times, rows, location)  # fmt: skip
-    data = cap.read_capture(location, model.feature_columns, numeric, since, until, extras)
+    data = _decode_capture(location, list(model.feature_columns), numeric, since, until,
+                           extras, cfg.monitor.decode_rows, cfg.split.seed)  # fmt: skip
     rows = {"requests": data.requests, "malformed_lines": data.malformed_lines,
-            "outside_window": data.outside_window, "files": data.files}  # fmt: skip
+            "outside_window": data.outside_window, "files": data.files,
+            "capture_lines": data.lines, "decoded_lines": data.decoded_lines}  # fmt: skip
     _schema_check(data.frame, model, version, location)
     labels = None
     if target in data.frame.columns:
@@ -257,6 +290,15 @@ def _quality(labels: np.ndarray | None, probability: np.ndarray,
     metrics = classification_metrics(y, probability[known], threshold)
     metrics.pop("threshold", None)
     return metrics, int(known.sum())
+
+
+def _sample_note(rows: dict[str, int], seed: int) -> str:
+    """How the current rows were obtained: every capture line, or a seeded sample of them."""
+    lines, decoded = rows.get("capture_lines"), rows.get("decoded_lines")
+    if lines is None or decoded is None or decoded >= lines:
+        return "all"
+    return (f"decoded a seeded (seed {seed}) random sample of {decoded} of {lines} capture "
+            "lines; requests, malformed and outside-window counts are among the sampled lines")
 
 
 def _window_text(value: datetime | None) -> str | None:
@@ -351,6 +393,7 @@ def run_monitor(
         "ctloop.reasons": "; ".join(reasons),
         "ctloop.drifted_columns": ",".join(result.drifted_columns),
         "ctloop.malformed_lines": str(result.rows.get("malformed_lines", 0)),
+        "ctloop.current_sample": _sample_note(result.rows, cfg.split.seed),
         **{f"ctloop.rows.{k}": str(v) for k, v in result.rows.items()},
     }
     metrics = {"drift_share": result.drift_share,
@@ -366,6 +409,7 @@ def run_monitor(
               "prediction_drift": cfg.monitor.thresholds.prediction_drift,
               "min_quality": dict(cfg.monitor.thresholds.min_quality),
               "sample_rows": cfg.monitor.sample_rows, "min_rows": cfg.monitor.min_rows,
+              "decode_rows": cfg.monitor.decode_rows,
               "methods": ",".join(f"{k}:{v}" for k, v in
                                   result.feature_methods.items())}  # fmt: skip
 
