@@ -6,9 +6,11 @@ Capture format made by replaying the Apr-Dec 2013 flights cyclically as `--rows`
 JSON requests (dataframe_split in, {"predictions": [...]} out, hourly yyyy/mm/dd/hh files).
 
 Measured, each in a fresh process (peak RSS = that process's VmHWM):
-  ours       the whole `loop.monitor` job on the capture folder: read + decode all lines,
-             full-data drift verdicts, prediction drift, two Evidently reports on samples,
-             MLflow logging. Median of `--repeats` runs.
+  ours       the whole `loop.monitor` job on the capture folder: count all lines, decode a
+             seeded random sample of them (`monitor.decode_rows`, in a worker process while
+             Evidently imports), drift verdicts on the decoded rows, prediction drift, two
+             Evidently reports on `monitor.sample_rows`-row samples, MLflow logging. Median
+             of `--repeats` runs. Peak RSS = parent VmHWM + the decoding worker's peak.
   evidently  `Report([DataDriftPreset()])` on the full current rows vs the same reference
              (current decoded up front from a Parquet copy, not timed: its time and memory
              are the preset's alone). `--evidently-repeats` runs (default 1: ~1 min each).
@@ -16,6 +18,7 @@ Verdict agreement: per feature, our drifted flag vs the preset's on the full dat
 overall dataset verdict (share of drifted columns >= the preset's drift_share, 0.5).
 
     .venv/bin/python -m bench.bench_monitor [--rows 1000000] [--repeats 3]
+        [--decode-rows N (0 = decode every line)] [--sample-rows N]
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def _env() -> None:
     os.chdir(STORE)
 
 
-def champion() -> Path:
+def champion(monitor: dict | None = None) -> Path:
     """Train (once) the Jan-Mar flights champion; returns the config path."""
     STORE.mkdir(parents=True, exist_ok=True)
     config = STORE / "config.yaml"
@@ -56,7 +59,7 @@ def champion() -> Path:
     body["training"]["plots"] = False
     body["training"]["candidates"] = {"xgboost": {"trials": 1, "search": {
         "n_estimators": [200], "max_depth": [6], "learning_rate": [0.1]}}}  # fmt: skip
-    body["monitor"] = {"cooldown_minutes": 0}
+    body["monitor"] = {"cooldown_minutes": 0, **(monitor or {})}
     config.write_text(yaml.safe_dump(body, sort_keys=False))
     _env()
     from ctloop import loop, registry, tracking
@@ -144,7 +147,12 @@ def child_ours(config: Path, capture: Path) -> dict:
     result = loop.monitor(load_config(config), current=str(capture), since=SINCE, until=UNTIL)
     seconds = time.perf_counter() - started
     verdicts = {c: c in result.drifted_columns for c in result.feature_scores}
-    return {"seconds": seconds, "peak_rss_mib": _peak_rss_mib(), "verdicts": verdicts,
+    own = _peak_rss_mib()
+    # The job may decode in a worker process: add its peak (largest waited-for child), an
+    # upper bound of the two processes' simultaneous peak.
+    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"seconds": seconds, "peak_rss_mib": own + worker, "peak_rss_parent_mib": own,
+            "peak_rss_worker_mib": worker, "verdicts": verdicts,
             "scores": result.feature_scores, "methods": result.feature_methods,
             "decision": result.decision, "drift_share": result.drift_share,
             "rows": result.rows, "timings": result.timings}  # fmt: skip
@@ -199,6 +207,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--evidently-repeats", type=int, default=1)
+    parser.add_argument("--decode-rows", type=int, default=None,
+                        help="monitor.decode_rows (default: the config default; 0 = all lines)")
+    parser.add_argument("--sample-rows", type=int, default=None,
+                        help="monitor.sample_rows for the reports (default: config default)")
     parser.add_argument("--child", choices=["ours", "evidently"])
     args = parser.parse_args()
     if args.child == "ours":
@@ -209,7 +221,12 @@ def main() -> None:
         print(json.dumps(child_evidently(args.rows), default=str))
         return
 
-    champion()
+    overrides: dict = {}
+    if args.decode_rows is not None:
+        overrides["decode_rows"] = args.decode_rows or None
+    if args.sample_rows is not None:
+        overrides["sample_rows"] = args.sample_rows
+    champion(overrides)
     capture = generate(args.rows)
     size = sum(p.stat().st_size for p in capture.rglob("*.jsonl"))
     ours = [_spawn("--child", "ours", "--rows", str(args.rows)) for _ in range(args.repeats)]
@@ -226,7 +243,8 @@ def main() -> None:
         "ours": {"median_s": statistics.median(r["seconds"] for r in ours),
                  "runs_s": [round(r["seconds"], 2) for r in ours],
                  "peak_rss_mib": max(r["peak_rss_mib"] for r in ours),
-                 "timings_first_run": ours[0]["timings"], "decision": ours[0]["decision"]},
+                 "timings_first_run": ours[0]["timings"], "decision": ours[0]["decision"],
+                 "rows_first_run": ours[0]["rows"], "monitor_overrides": overrides},
         "evidently_preset_full": {"median_s": statistics.median(r["seconds"] for r in theirs),
                                   "runs_s": [round(r["seconds"], 2) for r in theirs],
                                   "peak_rss_mib": max(r["peak_rss_mib"] for r in theirs)},
@@ -259,6 +277,9 @@ def main() -> None:
     print(f"\ncolumns agreeing {summary['columns_agreeing']}; dataset drift ours "
           f"{summary['dataset_drift']['ours']} / evidently {summary['dataset_drift']['evidently']}"
           f"; timings of our first run: {o['timings_first_run']}")  # fmt: skip
+    r = o["rows_first_run"]
+    print(f"current rows tested {r.get('current')} from {r.get('decoded_lines')} decoded of "
+          f"{r.get('capture_lines')} capture lines; monitor overrides {overrides or 'none'}")
     print(f"wrote {RESULTS / 'monitor.json'}")
 
 

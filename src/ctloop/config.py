@@ -166,10 +166,11 @@ class MonitorThresholds(_Section):
 class MonitorConfig(_Section):
     thresholds: MonitorThresholds = MonitorThresholds()
     min_rows: int = Field(default=200, ge=1)
-    sample_rows: int = Field(default=100_000, ge=1000)
+    # Rows per side in the Evidently HTML/JSON reports (a visual; verdicts use decode_rows).
+    sample_rows: int = Field(default=20_000, ge=1000)
     # Captured traffic: decode a seeded random sample of capture lines (requests) giving about
     # this many rows; None = decode every line. Verdicts are tested on the decoded rows.
-    decode_rows: int | None = Field(default=200_000, ge=1000)
+    decode_rows: int | None = Field(default=100_000, ge=1000)
     cooldown_minutes: float = Field(default=30.0, ge=0)
     max_retrains_per_day: int = Field(default=4, ge=0)
     max_missing_share: float = Field(default=0.5, gt=0, le=1)

@@ -417,6 +417,11 @@ def warn_malformed(result: CaptureData, location: str) -> None:
                     result.malformed_examples[0])  # fmt: skip
 
 
+def ready() -> bool:
+    """Nothing: submitted to a fresh worker process so that it imports this module early."""
+    return True
+
+
 def capture_bytes(location: str, since: datetime | None = None,
                   until: datetime | None = None) -> int:  # fmt: skip
     """Total size of the capture files `read_capture` would read (compressed size for .gz)."""

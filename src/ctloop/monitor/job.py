@@ -2,9 +2,13 @@
 
 Reference: the rows the champion was trained on (artifact of its parent training run), scored by
 the champion for the prediction-drift reference. Current: captured requests in the window (a
-local folder or s3:// prefix in Data Capture format) or a CSV/Parquet file. Verdicts come from
-Evidently's tests on all rows (`drift.py`); the HTML/JSON report is Evidently's presets on a
-seeded sample (`report.py`). Everything lands in one run of `<name>-monitoring`.
+local folder or s3:// prefix in Data Capture format) or a CSV/Parquet file. From a capture,
+every line is counted but only a seeded random sample of lines giving about
+`monitor.decode_rows` rows is decoded (`capture.read_capture`; a large capture in a worker
+process while this one imports Evidently); the tags say so. Verdicts come from Evidently's
+tests on all decoded rows (`drift.py`); the HTML/JSON report is Evidently's presets on a
+seeded sample of `monitor.sample_rows` rows (`report.py`). Everything lands in one run of
+`<name>-monitoring`.
 
 Retraining (on `drift` with retrain=True) reruns this repo's MLflow project `main` entry point
 with a new data window, so the retraining is itself a tracked project run; it is skipped during
@@ -195,35 +199,50 @@ def _schema_check(frame: pd.DataFrame, model: TabularModel, version: int, source
                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
 
 
-def _decode_capture(location: str, features: list[str], numeric: list[str],
-                    since: datetime | None, until: datetime | None, extras: list[str],
-                    decode_rows: int | None, seed: int) -> cap.CaptureData:  # fmt: skip
-    """Decode the capture; a large one in a worker process while this one imports Evidently.
+def _decoder_pool(location: str):
+    """A one-process pool, started now, to decode a large capture; None for small ones.
 
-    Both are CPU-bound for several seconds (JSON decoding; Evidently's import), so on two or
-    more cores they overlap. Small captures are decoded in-process: a worker costs ~1 s.
+    Decoding JSON and importing Evidently are both CPU-bound for several seconds; in a worker
+    process the decoding overlaps with this process loading the champion and importing
+    Evidently (2 cores here). Small captures are decoded in-process: a worker costs ~1 s.
     """
-    args = (location, features, numeric, since, until, extras, decode_rows, seed)
-    if (os.cpu_count() or 1) < 2 or cap.capture_bytes(location, since, until) < OVERLAP_BYTES:
-        return cap.read_capture(*args)
+    if _is_table(location) or (os.cpu_count() or 1) < 2:
+        return None
+    try:
+        if cap.capture_bytes(location) < OVERLAP_BYTES:
+            return None
+    except cap.CaptureError:  # reported where the capture is read
+        return None
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    # spawn, not fork: this process holds MLflow's database connections and maybe threads.
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        future = pool.submit(cap.read_capture, *args, False)
-        try:
-            warm_up_drift_tests()
-        except Exception:  # an import failure surfaces later, where it is reported properly
-            log.debug("warming up Evidently failed", exc_info=True)
-        data = future.result()
+    # spawn, not fork: this process will hold MLflow's database connections and maybe threads.
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    pool.submit(cap.ready)  # start the worker and its imports now
+    return pool
+
+
+def _decode_capture(pool, location: str, features: list[str], numeric: list[str],
+                    since: datetime | None, until: datetime | None, extras: list[str],
+                    decode_rows: int | None, seed: int) -> cap.CaptureData:  # fmt: skip
+    """Decode the capture, in the worker (if any) while this process imports Evidently."""
+    args = (location, features, numeric, since, until, extras, decode_rows, seed)
+    if pool is None:
+        return cap.read_capture(*args)
+    future = pool.submit(cap.read_capture, *args, False)
+    try:
+        warm_up_drift_tests()
+    except Exception:  # an import failure surfaces later, where it is reported properly
+        log.debug("warming up Evidently failed", exc_info=True)
+    data = future.result()
+    pool.shutdown(wait=True)  # not kept through the report and a retraining
     cap.warn_malformed(data, location)
     return data
 
 
 def _read_current(
     cfg: Config, location: str, since: datetime | None, until: datetime | None,
-    model: TabularModel, version: int, ground_truth: str | None,
+    model: TabularModel, version: int, ground_truth: str | None, pool=None,
 ) -> _Current:  # fmt: skip
     target, time_col = target_and_time(cfg)
     numeric = [c for c in model.feature_columns if c not in model.encoder.vocabularies]
@@ -249,7 +268,7 @@ def _read_current(
                  and time_col in frame.columns else None)  # fmt: skip
         return _Current(_normalise(frame, model).reset_index(drop=True), None, labels,
                         times, rows, location)  # fmt: skip
-    data = _decode_capture(location, list(model.feature_columns), numeric, since, until,
+    data = _decode_capture(pool, location, list(model.feature_columns), numeric, since, until,
                            extras, cfg.monitor.decode_rows, cfg.split.seed)  # fmt: skip
     rows = {"requests": data.requests, "malformed_lines": data.malformed_lines,
             "outside_window": data.outside_window, "files": data.files,
@@ -322,13 +341,25 @@ def run_monitor(
         timings[name] = round(now - t0, 3)
         return now
 
+    location = current or cfg.serve.capture.directory
+    pool = _decoder_pool(location)
+    try:
+        return _run_monitor(cfg, location, since, until, retrain, ground_truth, pool, started,
+                            timings, tick)  # fmt: skip
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_monitor(cfg: Config, location: str, since: str | None, until: str | None,
+                 retrain: bool, ground_truth: str | None, pool, started: float,
+                 timings: dict[str, float], tick) -> MonitorResult:  # fmt: skip
     t = started
     champion, model, parent_run_id = _champion(cfg)
     reference = _reference(parent_run_id, champion.version)
     _schema_check(reference, model, champion.version, f"reference of v{champion.version}")
     t = tick("load_champion_and_reference", t)
 
-    location = current or cfg.serve.capture.directory
     since_dt, until_dt = cap.parse_time(since), cap.parse_time(until)
     if since_dt is None and not _is_table(location):
         # Default: traffic since this champion was registered (older traffic was judged by,
@@ -338,7 +369,7 @@ def run_monitor(
         raise MonitorError(f"empty window: --since {since} is not before --until {until}")
     try:
         cur = _read_current(cfg, location, since_dt, until_dt, model, champion.version,
-                            ground_truth)  # fmt: skip
+                            ground_truth, pool)  # fmt: skip
     except cap.CaptureError as exc:
         raise MonitorError(str(exc)) from None
     t = tick("read_current", t)

@@ -8,8 +8,9 @@ Two reports, because their honest references differ:
                  in-sample predictions of a boosted model are more extreme than on any new
                  data, so comparing live predictions to them flags drift that is not there).
 Both run on a seeded sample of at most `monitor.sample_rows` rows per side, because the
-presets' cost grows faster than the rows; the decision uses the full-data verdicts of
-`drift.py`, and any column where the sampled report disagrees is tagged on the run.
+presets' cost grows faster than the rows (and has a fixed ~5 s of plotting); the decision uses
+the verdicts of `drift.py` on all decoded rows, and any column where the sampled report
+disagrees is tagged on the run (`ctloop.report_sample_disagreements`).
 """
 
 from __future__ import annotations
