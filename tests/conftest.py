@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +91,30 @@ def load(path: Path) -> Config:
     return load_config(path)
 
 
+@contextlib.contextmanager
+def store_in(folder: Path) -> Iterator[str]:
+    """Use a SQLite store (and cwd, for ./mlruns) in `folder`, restoring both afterwards.
+
+    For fixtures wider than a test, where monkeypatch cannot be used.
+    """
+    from ctloop import tracking
+
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    old_env, old_cwd = os.environ.get("MLFLOW_TRACKING_URI"), os.getcwd()
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.chdir(folder)
+    try:
+        tracking.configure()
+        yield uri
+    finally:
+        os.chdir(old_cwd)
+        if old_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_env
+        tracking.configure()
+
+
 @pytest.fixture(scope="session")
 def champion_store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A session-wide store where the small churn model is trained and is the champion (v1).
@@ -104,18 +130,8 @@ def champion_store(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "training": SMALL_TRAINING,
     })
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    old_env, old_cwd = os.environ.get("MLFLOW_TRACKING_URI"), os.getcwd()
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    os.chdir(folder)
-    try:
+    with store_in(folder):
         from ctloop import loop
 
-        cfg = load_config(config)
-        loop.run(cfg)
-    finally:
-        os.chdir(old_cwd)
-        if old_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old_env
+        loop.run(load_config(config))
     return {"uri": uri, "config": config, "name": "churn-served", "dir": folder}

@@ -3,7 +3,6 @@ the cooldown then blocks a second retrain, and a champion without reference data
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from mlflow import MlflowClient
 from ctloop import loop, registry, tracking
 from ctloop.config import load_config
 from ctloop.monitor.job import MonitorError
-from tests.conftest import SMALL_TRAINING, make_churn, write_config
+from tests.conftest import SMALL_TRAINING, make_churn, store_in, write_config
 
 
 @pytest.fixture(scope="module")
@@ -28,21 +27,10 @@ def fresh_store(tmp_path_factory: pytest.TempPathFactory):
         "training": {**SMALL_TRAINING, "n_jobs": 1},
         "monitor": {"cooldown_minutes": 60},
     })  # fmt: skip
-    old_env, old_cwd = os.environ.get("MLFLOW_TRACKING_URI"), os.getcwd()
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
-    os.chdir(folder)
-    try:
-        tracking.configure()
+    with store_in(folder):
         cfg = load_config(config)
         loop.run(cfg)
         yield {"cfg": cfg, "dir": folder}
-    finally:
-        os.chdir(old_cwd)
-        if old_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old_env
-        tracking.configure()
 
 
 def _shifted(folder: Path) -> str:
