@@ -49,6 +49,7 @@ class TrainResult:
     window: tuple[str | None, str | None] = (None, None)
     rows: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # where the wall time went
 
     @property
     def best(self) -> TrialResult:
@@ -144,6 +145,8 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
             kept.append(dataset.time_column)
         run.log_frame(splits.train.frame[kept], tracking.REFERENCE_ARTIFACT)
         run.log_frame(splits.holdout.frame[kept], tracking.HOLDOUT_ARTIFACT)
+        result.phases["prepare_and_log_inputs"] = round(time.perf_counter() - started, 2)
+        trials_started = time.perf_counter()
         with _trial_parallelism(cfg, len(trials), shared=[encoder, xy]) as n_jobs:
             jobs = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
             if cfg.compute.backend == "local":
@@ -154,6 +157,7 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
                     delayed(_run_trial_shipped)(t, encoder, xy, labels, cfg.training.plots)
                     for t in trials))
             result.trials = list(_log_trials(run, done, tags, len(trials), on_progress))
+        result.phases["trials_fit_and_logged"] = round(time.perf_counter() - trials_started, 2)
         metric = cfg.training.primary_metric
         result.trials.sort(key=lambda t: sort_key(metric)(t.metrics[metric]))
         run.mark_best(result.best.run_id, metric, result.best.metrics[metric])
