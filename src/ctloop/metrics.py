@@ -51,11 +51,6 @@ def classification_metrics(
     }
 
 
-def is_better(metric: str, a: float, b: float) -> bool:
-    """Whether score a beats score b on this metric."""
-    return a < b if metric in LOWER_IS_BETTER else a > b
-
-
 def sort_key(metric: str):
     """A key that sorts the best score first."""
     sign = 1.0 if metric in LOWER_IS_BETTER else -1.0

@@ -13,7 +13,7 @@ imports MLflow, and a single-row predict is one encode plus one booster call.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,10 +158,6 @@ def _load_skops(path: Path) -> Any:
 
 def _jsonable(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
-
-
-def output_columns() -> Sequence[str]:
-    return ("probability", "label")
 
 
 def _load_pyfunc(data_path: str) -> TabularModel:

@@ -8,7 +8,6 @@ from ctloop.metrics import (
     _auc_sampler,
     choose_threshold,
     classification_metrics,
-    is_better,
     paired_bootstrap,
 )
 
@@ -57,7 +56,6 @@ def test_lower_is_better_metrics_are_signed_so_positive_means_better(metric):
     bad = np.clip(good * 0.5 + 0.25, 0, 1)
     result = paired_bootstrap(metric, y, good, bad, resamples=200)
     assert result["improvement"] > 0 and result["lower_one_sided"] > 0
-    assert is_better(metric, 0.1, 0.2) and not is_better("roc_auc", 0.1, 0.2)
 
 
 def test_threshold_maximises_f1():
