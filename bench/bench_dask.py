@@ -11,13 +11,14 @@ the gain of more machines.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from bench.common import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -80,10 +81,7 @@ def main() -> None:
         median = statistics.median(values)
         print(f"{name:<10}{median:>10.1f}{median / local:>10.2f}")
     print(f"same scores on every backend: {same}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "dask.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_result("dask", result)
 
 
 if __name__ == "__main__":

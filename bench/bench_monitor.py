@@ -37,6 +37,8 @@ from pathlib import Path
 
 import yaml
 
+from bench.common import flights_xgboost_config
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 STORE = RESULTS / ".monitor-store"
@@ -54,11 +56,7 @@ def champion(monitor: dict | None = None) -> Path:
     """Train (once) the Jan-Mar flights champion; returns the config path."""
     STORE.mkdir(parents=True, exist_ok=True)
     config = STORE / "config.yaml"
-    body = yaml.safe_load((ROOT / "configs" / "flights.yaml").read_text())
-    body["name"] = NAME
-    body["training"]["plots"] = False
-    body["training"]["candidates"] = {"xgboost": {"trials": 1, "search": {
-        "n_estimators": [200], "max_depth": [6], "learning_rate": [0.1]}}}  # fmt: skip
+    body = flights_xgboost_config(NAME)
     body["monitor"] = {"cooldown_minutes": 0, **(monitor or {})}
     config.write_text(yaml.safe_dump(body, sort_keys=False))
     _env()

@@ -30,6 +30,8 @@ import httpx
 import psutil
 import yaml
 
+from bench.common import flights_xgboost_config
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 STORE = RESULTS / ".serve-store"  # the trained champion is reused across bench runs
@@ -41,11 +43,7 @@ def champion_store() -> tuple[Path, str, Path]:
     STORE.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{STORE / 'mlflow.db'}"
     config = STORE / "config.yaml"
-    body = yaml.safe_load((ROOT / "configs" / "flights.yaml").read_text())
-    body["name"] = NAME
-    body["training"]["plots"] = False
-    body["training"]["candidates"] = {"xgboost": {"trials": 1, "search": {
-        "n_estimators": [200], "max_depth": [6], "learning_rate": [0.1]}}}  # fmt: skip
+    body = flights_xgboost_config(NAME)
     config.write_text(yaml.safe_dump(body, sort_keys=False))
     os.environ["MLFLOW_TRACKING_URI"] = uri
     cwd = os.getcwd()

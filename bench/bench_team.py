@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import platform
 import statistics
@@ -25,6 +24,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from bench.common import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -99,10 +100,7 @@ def main() -> None:
     print(f"ratio team/sqlite: {result['ratio_team_over_sqlite']:.2f} (goal <= 1.3)")
     if requests:
         print(f"server REST requests per run: {requests}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "team.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_result("team", result)
 
 
 if __name__ == "__main__":

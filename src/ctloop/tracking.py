@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from ctloop.data import Dataset
+from ctloop.features import FeatureEncoder
 from ctloop.model import TabularModel
 
 log = logging.getLogger(__name__)
@@ -121,13 +122,13 @@ def use_experiment(experiment_id: str) -> None:
     os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
-def _model_signature(model: TabularModel, label_example: Any):
+def _model_signature(encoder: FeatureEncoder, label_example: Any):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
     inputs = Schema([
-        ColSpec("string" if col in model.encoder.vocabularies else "double", col, required=False)
-        for col in model.feature_columns
+        ColSpec("string" if col in encoder.vocabularies else "double", col, required=False)
+        for col in encoder.columns
     ])
     label_type = "string" if isinstance(label_example, str) else (
         "boolean" if isinstance(label_example, bool) else
@@ -200,7 +201,8 @@ class TrainingRun:
             frame.to_parquet(path, index=False)
             mlflow.log_artifact(str(path), artifact_path=str(Path(artifact).parent))
 
-    def log_trial(self, record: TrialRecord, model: TabularModel, tags: Mapping[str, str]) -> str:
+    def log_trial(self, record: TrialRecord, encoder: FeatureEncoder, positive_label: Any,
+                  tags: Mapping[str, str]) -> str:
         """A child run with params, metrics, plots and the pyfunc model; returns the model URI."""
         import mlflow
 
@@ -216,7 +218,7 @@ class TrainingRun:
                 loader_module="ctloop.model",
                 data_path=str(record.model_dir),
                 code_paths=[str(_code_snapshot())],
-                signature=_model_signature(model, model.positive_label),
+                signature=_model_signature(encoder, positive_label),
                 input_example=record.input_example,
                 pip_requirements=_requirements(),
             )

@@ -156,7 +156,8 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
                 done = (_unpack_trial(record, payload, workdir) for record, payload in jobs(
                     delayed(_run_trial_shipped)(t, encoder, xy, labels, cfg.training.plots)
                     for t in trials))
-            result.trials = list(_log_trials(run, done, tags, len(trials), on_progress))
+            result.trials = list(_log_trials(run, done, encoder, labels[0], tags, len(trials),
+                                             on_progress))
         result.phases["trials_fit_and_logged"] = round(time.perf_counter() - trials_started, 2)
         metric = cfg.training.primary_metric
         result.trials.sort(key=lambda t: sort_key(metric)(t.metrics[metric]))
@@ -174,12 +175,14 @@ def _n_jobs(cfg: Config, n_trials: int) -> int:
 
 
 def _log_trials(run: tracking.TrainingRun, done: Iterator[tracking.TrialRecord],
-                tags: dict[str, str], total: int,
-                on_progress: ProgressCallback | None) -> Iterator[TrialResult]:
-    """Log each trial as it finishes (in the parent: one MLflow client, one parent run)."""
+                encoder: FeatureEncoder, positive_label: object, tags: dict[str, str],
+                total: int, on_progress: ProgressCallback | None) -> Iterator[TrialResult]:
+    """Log each trial as it finishes (in the parent: one MLflow client, one parent run).
+
+    The signature comes from the parent's own encoder: no need to load each saved model back.
+    """
     for count, record in enumerate(done, 1):
-        model = TabularModel.load(record.model_dir)
-        run_id = run.log_trial(record, model, tags)
+        run_id = run.log_trial(record, encoder, positive_label, tags)
         trial = TrialResult(record.name, record.family, run_id, dict(record.metrics))
         if on_progress:
             on_progress(count, total, trial)
