@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from ctloop.monitor import capture as cap
+from ctloop.monitor import ground_truth as gt
 from tests.conftest import make_churn
 from tests.unit.monitor.support import T0, capture_line, write_capture, write_ground_truth
 
@@ -115,10 +116,10 @@ def test_ground_truth_joins_by_event_id(tmp_path: Path) -> None:
                         rows_per_request=2)  # fmt: skip
     write_ground_truth(tmp_path / "gt", {ids[0]: "Yes,No", ids[2]: "No,No"}, T0)
     (tmp_path / "gt" / "junk.jsonl").write_text('{"groundTruthData": {}}\n')
-    labels, bad = cap.read_ground_truth(str(tmp_path / "gt"), "Yes", "No")
+    labels, bad = gt.read_ground_truth(str(tmp_path / "gt"), "Yes", "No")
     assert bad == 1 and labels == {"ev-0": [1, 0], "ev-2": [0, 0]}
     data = cap.read_capture(str(tmp_path / "cap"), FEATURES, NUMERIC)
-    joined = cap.join_ground_truth(data.event_ids, labels)
+    joined = gt.join_ground_truth(data.event_ids, labels)
     np.testing.assert_array_equal(joined, [1, 0, np.nan, np.nan, 0, 0])
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from ctloop.monitor import capture as cap
-from ctloop.monitor import job
+from ctloop.monitor import current
+from ctloop.monitor import ground_truth as gt
 from tests.conftest import make_churn
 from tests.unit.monitor.support import T0, capture_line, write_capture, write_ground_truth
 
@@ -70,9 +71,9 @@ def test_sampled_rows_join_ground_truth(tmp_path: Path) -> None:
     ids = write_capture(tmp_path / "cap", _frame(4000), T0, timedelta(seconds=5),
                         rows_per_request=2)  # fmt: skip
     write_ground_truth(tmp_path / "gt", {i: "Yes,No" for i in ids}, T0)
-    labels, _ = cap.read_ground_truth(str(tmp_path / "gt"), "Yes", "No")
+    labels, _ = gt.read_ground_truth(str(tmp_path / "gt"), "Yes", "No")
     data = cap.read_capture(str(tmp_path / "cap"), FEATURES, NUMERIC, sample_rows=1000, seed=2)
-    joined = cap.join_ground_truth(data.event_ids, labels)
+    joined = gt.join_ground_truth(data.event_ids, labels)
     assert data.sampled and not np.isnan(joined).any()
     np.testing.assert_array_equal(joined, [1, 0] * data.requests)
 
@@ -80,12 +81,12 @@ def test_sampled_rows_join_ground_truth(tmp_path: Path) -> None:
 def test_worker_process_decodes_the_same_sample(tmp_path: Path, monkeypatch) -> None:
     write_capture(tmp_path, _frame(3000), T0, timedelta(seconds=5), np.full(3000, 0.3))
     args = (str(tmp_path), list(FEATURES), list(NUMERIC), None, None, [], 1000, 5)
-    monkeypatch.setattr(job, "OVERLAP_BYTES", 0)
-    monkeypatch.setattr(job, "warm_up_drift_tests", lambda: None)
-    pool = job._decoder_pool(str(tmp_path))
+    monkeypatch.setattr(current, "OVERLAP_BYTES", 0)
+    monkeypatch.setattr(current, "warm_up_drift_tests", lambda: None)
+    pool = current.decoder_pool(str(tmp_path))
     assert pool is not None
     try:
-        remote = job._decode_capture(pool, *args)
+        remote = current.decode_capture(pool, *args)
     finally:
         pool.shutdown()
     local = cap.read_capture(*args)
