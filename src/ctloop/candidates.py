@@ -13,17 +13,22 @@ from typing import Any
 import numpy as np
 from scipy import stats
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import ParameterSampler
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from ctloop.config import CandidateConfig
+from ctloop.config import KNOWN_FAMILIES, CandidateConfig
 
 XGBOOST = "xgboost"
-FAMILIES = ("xgboost", "logistic_regression", "hist_gradient_boosting", "random_forest")
+FAMILIES = KNOWN_FAMILIES
 HGB_MAX_CATEGORIES = 254  # HistGradientBoosting bins categories into at most 255 bins
 
 
@@ -71,48 +76,58 @@ def sample_trials(candidates: Mapping[str, CandidateConfig], seed: int) -> list[
     return trials
 
 
-def build_estimator(trial: Trial, categorical_indices: list[int], n_features: int) -> Any:
+def _linear(kind: str, params: dict[str, Any], categorical: list[int], numeric: list[int]):
+    """Logistic regression for classes, ridge for quantities; one `C` (inverse strength)."""
+    pre = ColumnTransformer(
+        [
+            ("categorical", OneHotEncoder(handle_unknown="ignore"), categorical),
+            ("numeric", Pipeline([("impute", SimpleImputer(strategy="median",
+                                                           keep_empty_features=True)),
+                                  ("scale", StandardScaler())]), numeric),
+        ]
+    )
+    if kind == "regression":
+        strength = params.pop("C", 1.0)
+        model = Ridge(**{"alpha": 1.0 / strength, **params})
+    else:
+        model = LogisticRegression(**{"max_iter": 500, **params})
+    return Pipeline([("preprocess", pre), ("model", model)])
+
+
+def build_estimator(trial: Trial, kind: str, categorical_indices: list[int],
+                    n_features: int) -> Any:
     """An unfitted estimator for the encoded float matrix (categories as codes, NaN missing)."""
     params = dict(trial.params)
     numeric_indices = [i for i in range(n_features) if i not in set(categorical_indices)]
+    regression = kind == "regression"
     if trial.family == "xgboost":
         import xgboost as xgb
 
-        return xgb.XGBClassifier(
-            **{"tree_method": "hist", "n_jobs": 1, "random_state": trial.seed, **params}
-        )
-    if trial.family == "logistic_regression":
-        pre = ColumnTransformer(
-            [
-                ("categorical", OneHotEncoder(handle_unknown="ignore"), categorical_indices),
-                ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")),
-                                      ("scale", StandardScaler())]), numeric_indices),
-            ]
-        )
-        model = LogisticRegression(**{"max_iter": 500, **params})
-        return Pipeline([("preprocess", pre), ("model", model)])
+        cls = xgb.XGBRegressor if regression else xgb.XGBClassifier
+        return cls(**{"tree_method": "hist", "n_jobs": 1, "random_state": trial.seed, **params})
+    if trial.family == "linear":
+        return _linear(kind, params, categorical_indices, numeric_indices)
     if trial.family == "hist_gradient_boosting":
         mask = np.zeros(n_features, dtype=bool)
         mask[categorical_indices] = True
-        return HistGradientBoostingClassifier(
-            **{"categorical_features": mask, "random_state": trial.seed, **params}
-        )
+        cls = HistGradientBoostingRegressor if regression else HistGradientBoostingClassifier
+        return cls(**{"categorical_features": mask, "random_state": trial.seed, **params})
     if trial.family == "random_forest":
-        forest = RandomForestClassifier(
-            **{"n_estimators": 200, "n_jobs": 1, "random_state": trial.seed, **params}
-        )
+        cls = RandomForestRegressor if regression else RandomForestClassifier
+        forest = cls(**{"n_estimators": 200, "n_jobs": 1, "random_state": trial.seed, **params})
         return Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
                          ("model", forest)])
     raise ValueError(f"unknown candidate family {trial.family!r}")
 
 
-def fit_estimator(trial: Trial, X: np.ndarray, y: np.ndarray, categorical_indices: list[int]):
+def fit_estimator(trial: Trial, kind: str, X: np.ndarray, y: np.ndarray,
+                  categorical_indices: list[int]):
     """Fit one trial; categorical codes past HGB's bin limit are treated as numeric there."""
     if trial.family == "hist_gradient_boosting":
         categorical_indices = [
             i for i in categorical_indices if np.nanmax(X[:, i], initial=0) < HGB_MAX_CATEGORIES
         ]
-    estimator = build_estimator(trial, categorical_indices, X.shape[1])
+    estimator = build_estimator(trial, kind, categorical_indices, X.shape[1])
     estimator.fit(X, y)
     return estimator
 
@@ -124,7 +139,7 @@ def feature_importance(estimator: Any, n_features: int) -> np.ndarray:
         return np.asarray(model.feature_importances_, dtype=float)[:n_features]
     if isinstance(estimator, Pipeline) and hasattr(model, "coef_"):
         pre: ColumnTransformer = estimator.named_steps["preprocess"]
-        coef = np.abs(model.coef_.ravel())
+        coef = np.abs(np.atleast_2d(model.coef_)).sum(axis=0)  # summed over classes
         out = np.zeros(n_features)
         start = 0
         for _, transformer, idx in pre.transformers_:

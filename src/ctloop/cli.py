@@ -75,16 +75,28 @@ def _trial_progress() -> tuple[Progress, callable]:
     return progress, update
 
 
+def _render_table_choices(result) -> None:
+    """Say how the table was read: the task and why, and every column left out or noted."""
+    out.print(f"task: {result.task} - {result.task_reason}", highlight=False)
+    for column, why in result.excluded.items():
+        out.print(f"  not used: {column} ({why})", highlight=False)
+    for column, note in result.notes.items():
+        out.print(f"  {column}: {note}", highlight=False)
+
+
 def _render_ranking(result) -> None:
     metric = result.primary_metric
+    _render_table_choices(result)
+    others = [m for m in (result.trials[0].metrics if result.trials else {})
+              if m not in (metric, "fit_seconds", "threshold")]
+    shown = [metric, *others[:4]]
     table = Table(title=f"Candidates ranked by {metric} (validation) - run {result.run_id}")
-    for column in ("rank", "trial", metric, "pr_auc", "log_loss", "f1", "fit s", "run id"):
+    for column in ("rank", "trial", *shown, "fit s", "run id"):
         table.add_column(column, justify="right" if column not in ("trial", "run id") else "left")
     for rank, trial in enumerate(result.trials, 1):
         m = trial.metrics
-        table.add_row(str(rank), trial.name, f"{m[metric]:.4f}", f"{m['pr_auc']:.4f}",
-                      f"{m['log_loss']:.4f}", f"{m['f1']:.4f}", f"{m['fit_seconds']:.1f}",
-                      trial.run_id)
+        table.add_row(str(rank), trial.name, *(f"{m.get(k, float('nan')):.4f}" for k in shown),
+                      f"{m['fit_seconds']:.1f}", trial.run_id)
     out.print(table)
     out.print(f"rows: {result.rows}  window: {result.window[0]} .. {result.window[1]}  "
               f"wall time: {result.seconds:.1f} s")

@@ -42,10 +42,16 @@ class FeatureSpec(_Section):
     max_categories: int = Field(default=200, ge=2)
 
 
+TaskKind = Literal["binary", "multiclass", "regression"]
+
+
 class DataConfig(_Section):
     source: str
     target: str = "label"
-    positive_label: Any = 1
+    # None: inferred from the target column (the training output says which and why).
+    task: TaskKind | None = None
+    # Binary only; None is fine for 0/1 and true/false labels.
+    positive_label: Any = None
     time_column: str | None = None
     features: FeatureSpec = FeatureSpec()
     window: Window = Window()
@@ -91,7 +97,7 @@ def _default_candidates() -> dict[str, CandidateConfig]:
                 "min_child_weight": {"low": 1, "high": 10, "log": True},
             },
         ),
-        "logistic_regression": CandidateConfig(
+        "linear": CandidateConfig(
             trials=2, search={"C": {"low": 0.01, "high": 10.0, "log": True}}
         ),
         "hist_gradient_boosting": CandidateConfig(
@@ -105,20 +111,32 @@ def _default_candidates() -> dict[str, CandidateConfig]:
     }
 
 
+FAMILY_ALIASES = {"logistic_regression": "linear"}  # the name before regression existed
+KNOWN_FAMILIES = ("xgboost", "linear", "hist_gradient_boosting", "random_forest")
+
+
 class TrainingConfig(_Section):
-    primary_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier", "f1"] = "roc_auc"
+    # None: the task's default (binary roc_auc, multiclass log_loss, regression rmse).
+    primary_metric: str | None = None
     seed: int = 42
     n_jobs: int = Field(default=-1, description="parallel trials; -1 = all cores")
     candidates: dict[str, CandidateConfig] = Field(default_factory=_default_candidates)
     plots: bool = True
 
+    @field_validator("candidates", mode="before")
+    @classmethod
+    def _aliases(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {FAMILY_ALIASES.get(k, k): v for k, v in value.items()}
+        return value
+
     @field_validator("candidates")
     @classmethod
     def _known_families(cls, value: dict[str, CandidateConfig]) -> dict[str, CandidateConfig]:
-        known = {"xgboost", "logistic_regression", "hist_gradient_boosting", "random_forest"}
-        unknown = sorted(set(value) - known)
+        unknown = sorted(set(value) - set(KNOWN_FAMILIES))
         if unknown:
-            raise ValueError(f"unknown candidate family {unknown[0]!r}; known: {sorted(known)}")
+            raise ValueError(f"unknown candidate family {unknown[0]!r}; known: "
+                             f"{sorted(KNOWN_FAMILIES)}")
         if not any(c.trials > 0 for c in value.values()):
             raise ValueError("at least one candidate family needs trials > 0")
         return value
@@ -133,11 +151,13 @@ class InvarianceCheck(_Section):
 
 
 class GateConfig(_Section):
-    floors: dict[str, float] = Field(default_factory=lambda: {"roc_auc": 0.6})
+    # None: the task's defaults (binary/multiclass roc_auc >= 0.6, regression r2 >= 0;
+    # guards binary log_loss 0.02, multiclass accuracy 0.02, regression none).
+    floors: dict[str, float] | None = None
     min_delta: float = 0.0
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
     bootstrap_resamples: int = Field(default=1000, ge=100)
-    guards: dict[str, float] = Field(default_factory=lambda: {"log_loss": 0.02})
+    guards: dict[str, float] | None = None
     invariance: tuple[InvarianceCheck, ...] = ()
     latency_budget_ms: float = Field(default=20.0, gt=0)
 

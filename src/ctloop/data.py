@@ -10,12 +10,15 @@ import importlib.util
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from ctloop.column_kinds import ColumnError, plan_columns
 from ctloop.config import BUILTIN_FLIGHTS, DataConfig, SplitConfig, Window
+from ctloop.tasks import Task, TaskError, resolve_task
 
 log = logging.getLogger(__name__)
 
@@ -38,22 +41,32 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """A validated table: raw feature columns, a 0/1 label, and where it came from."""
+    """A validated table: raw feature columns with their kinds, a target, the task, and
+    every choice made on the way (rows dropped, columns excluded, notes)."""
 
     frame: pd.DataFrame
     target: str
     feature_columns: tuple[str, ...]
-    categorical: tuple[str, ...]
-    numeric: tuple[str, ...]
-    positive_label: object
-    negative_label: object
+    kinds: dict[str, str]
+    task: Task
+    task_reason: str
     time_column: str | None
     source: str
     dropped_rows: dict[str, int] = field(default_factory=dict)
+    excluded: dict[str, str] = field(default_factory=dict)  # column -> why it is not a feature
+    notes: dict[str, str] = field(default_factory=dict)  # feature -> how it is used
+
+    @property
+    def categorical(self) -> tuple[str, ...]:
+        return tuple(c for c in self.feature_columns if self.kinds[c] == "categorical")
+
+    @property
+    def numeric(self) -> tuple[str, ...]:
+        return tuple(c for c in self.feature_columns if self.kinds[c] != "categorical")
 
     @property
     def y(self) -> np.ndarray:
-        return (self.frame[self.target] == self.positive_label).to_numpy(dtype=np.int8)
+        return self.task.encode_target(self.frame[self.target])
 
     @property
     def X(self) -> pd.DataFrame:
@@ -136,39 +149,6 @@ def read_table(path: str | Path) -> pd.DataFrame:
     raise DataError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
 
 
-def _is_numeric_like(series: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
-
-
-def infer_feature_types(
-    frame: pd.DataFrame, columns: list[str], cfg: DataConfig, source: str
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Numeric vs categorical: declared types win, otherwise the column's dtype decides."""
-    spec = cfg.features
-    for declared in (*spec.categorical, *spec.numeric):
-        if declared not in frame.columns:
-            raise DataError(f"{source}: declared feature column '{declared}' is not in the data")
-    categorical, numeric = [], []
-    for col in columns:
-        if col in spec.categorical:
-            categorical.append(col)
-        elif col in spec.numeric:
-            converted = pd.to_numeric(frame[col], errors="coerce")
-            bad = converted.isna() & frame[col].notna()
-            if bad.any():
-                example = frame.loc[bad, col].iloc[0]
-                raise DataError(
-                    f"{source}: column '{col}' is declared numeric but has non-numeric values "
-                    f"(e.g. {example!r} in {int(bad.sum())} rows)"
-                )
-            numeric.append(col)
-        elif _is_numeric_like(frame[col]):
-            numeric.append(col)
-        else:
-            categorical.append(col)
-    return tuple(categorical), tuple(numeric)
-
-
 def apply_window(frame: pd.DataFrame, time_column: str | None, window: Window) -> pd.DataFrame:
     """Rows with start <= time < end; a window needs a time column."""
     if window.start is None and window.end is None:
@@ -187,55 +167,49 @@ def apply_window(frame: pd.DataFrame, time_column: str | None, window: Window) -
     return frame[mask]
 
 
-def load_dataset(cfg: DataConfig) -> Dataset:
-    """Load the configured source, apply the window and validate it for binary training."""
-    dropped: dict[str, int] = {}
+MIN_CLASS_ROWS = 5  # a class needs a few rows in each split to be learnt and scored
+
+
+def _read_source(cfg: DataConfig) -> tuple[pd.DataFrame, dict[str, int], str, str | None,
+                                          Any, list[str] | None, str]:
     if cfg.source == BUILTIN_FLIGHTS:
         frame, dropped = load_flights()
-        target, time_column, positive = FLIGHTS_TARGET, FLIGHTS_TIME, 1
-        default_features: list[str] | None = list(FLIGHTS_FEATURES)
-        source = BUILTIN_FLIGHTS
-    else:
-        frame = read_table(cfg.source)
-        target, time_column, positive = cfg.target, cfg.time_column, cfg.positive_label
-        default_features = None
-        source = cfg.source
-    if target not in frame.columns:
-        raise DataError(f"{source}: target column '{target}' not found (columns: "
-                        f"{', '.join(map(str, frame.columns[:20]))})")
-    if time_column:
-        if time_column not in frame.columns:
-            raise DataError(f"{source}: time column '{time_column}' not found")
-        times = pd.to_datetime(frame[time_column], errors="coerce")
-        if times.isna().all():
-            raise DataError(f"{source}: time column '{time_column}' has no parsable timestamps")
-        frame = frame.assign(**{time_column: times})
-        bad_time = int(times.isna().sum())
-        if bad_time:
-            dropped["missing_time"] = bad_time
-            frame = frame[times.notna()]
-        frame = frame.sort_values(time_column, kind="stable")
-    unlabelled = int(frame[target].isna().sum())
-    if unlabelled:
-        dropped["missing_target"] = unlabelled
-        frame = frame[frame[target].notna()]
-    frame = apply_window(frame, time_column, cfg.window).reset_index(drop=True)
+        return (frame, dropped, FLIGHTS_TARGET, FLIGHTS_TIME, 1, list(FLIGHTS_FEATURES),
+                BUILTIN_FLIGHTS)
+    return (read_table(cfg.source), {}, cfg.target, cfg.time_column, cfg.positive_label, None,
+            cfg.source)
 
-    classes = pd.unique(frame[target])
-    if len(classes) < 2:
-        raise DataError(f"{source}: target column '{target}' has a single class "
-                        f"({classes[0]!r} only) in {len(frame)} rows" if len(classes) else
-                        f"{source}: no rows left after filtering (window {cfg.window.start}.."
-                        f"{cfg.window.end})")
-    if len(classes) > 2:
-        raise DataError(f"{source}: target column '{target}' has {len(classes)} classes; "
-                        "ctloop trains binary classifiers (map it to two values)")
-    positive = _match_label(frame[target], positive, source, target)
-    negative = next(c for c in classes if c != positive)
-    if len(frame) < cfg.min_rows:
-        raise DataError(f"{source}: only {len(frame)} rows, need at least {cfg.min_rows} "
-                        "(data.min_rows)")
 
+def _parse_times(frame: pd.DataFrame, time_column: str, source: str,
+                 dropped: dict[str, int]) -> pd.DataFrame:
+    if time_column not in frame.columns:
+        raise DataError(f"{source}: time column '{time_column}' not found")
+    times = pd.to_datetime(frame[time_column], errors="coerce")
+    if times.isna().all():
+        raise DataError(f"{source}: time column '{time_column}' has no parsable timestamps")
+    frame = frame.assign(**{time_column: times})
+    bad_time = int(times.isna().sum())
+    if bad_time:
+        dropped["missing_time"] = bad_time
+        frame = frame[times.notna()]
+    return frame.sort_values(time_column, kind="stable")
+
+
+def _drop_rare_classes(frame: pd.DataFrame, target: str,
+                       dropped: dict[str, int]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Rows of classes too rare to appear in every split are dropped, and said so."""
+    counts = frame[target].value_counts()
+    rare = counts[counts < MIN_CLASS_ROWS]
+    if rare.empty or len(counts) - len(rare) < 2:
+        return frame, {}
+    dropped["rare_class"] = int(rare.sum())
+    note = {f"{target}={value!r}": f"class dropped: only {int(n)} rows (< {MIN_CLASS_ROWS})"
+            for value, n in rare.items()}
+    return frame[~frame[target].isin(rare.index)].reset_index(drop=True), note
+
+
+def _feature_candidates(cfg: DataConfig, frame: pd.DataFrame, source: str, target: str,
+                        time_column: str | None, default: list[str] | None) -> list[str]:
     excluded = {target, *(cfg.features.exclude)}
     if time_column:
         excluded.add(time_column)
@@ -243,46 +217,92 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         missing = [c for c in cfg.features.include if c not in frame.columns]
         if missing:
             raise DataError(f"{source}: feature column '{missing[0]}' not found")
-        columns = [c for c in cfg.features.include if c not in excluded]
-    elif default_features is not None:
-        columns = [c for c in default_features if c not in excluded]
-    else:
-        columns = [c for c in frame.columns if c not in excluded]
-    empty = [c for c in columns if frame[c].isna().all()]
-    if empty:
-        raise DataError(f"{source}: feature column '{empty[0]}' is entirely empty")
+        return [c for c in cfg.features.include if c not in excluded]
+    if default is not None:
+        return [c for c in default if c not in excluded]
+    return [c for c in frame.columns if c not in excluded]
+
+
+def _normalise(frame: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
+    """Numbers as float64 and text as object with None for missing, so the logged reference
+    and holdout read back with the types the monitor compares against."""
+    out = frame.copy()
+    for col, kind in kinds.items():
+        if kind == "numeric" and not pd.api.types.is_float_dtype(out[col]):
+            out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
+        elif kind == "categorical":
+            out[col] = out[col].astype(object).where(out[col].notna(), None)
+    return out
+
+
+def _task(frame: pd.DataFrame, target: str, declared: str | None, positive: Any,
+          source: str, dropped: dict[str, int]) -> tuple[pd.DataFrame, Task, str, dict[str, str]]:
+    try:
+        task, reason = resolve_task(frame[target], declared, positive)
+        notes: dict[str, str] = {}
+        if task.kind == "multiclass":
+            frame, notes = _drop_rare_classes(frame, target, dropped)
+            if notes:
+                task = resolve_task(frame[target], "multiclass")[0]
+        return frame, task, reason, notes
+    except TaskError as exc:
+        raise DataError(f"{source}: target column '{target}': {exc}") from None
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    """Load the configured source, apply the window, decide the task and the feature kinds."""
+    frame, dropped, target, time_column, positive, default_features, source = _read_source(cfg)
+    if target not in frame.columns:
+        raise DataError(f"{source}: target column '{target}' not found (columns: "
+                        f"{', '.join(map(str, frame.columns[:20]))})")
+    if time_column:
+        frame = _parse_times(frame, time_column, source, dropped)
+    unlabelled = int(frame[target].isna().sum())
+    if unlabelled:
+        dropped["missing_target"] = unlabelled
+        frame = frame[frame[target].notna()]
+    frame = apply_window(frame, time_column, cfg.window).reset_index(drop=True)
+    if frame.empty:
+        raise DataError(f"{source}: no rows left after filtering (window {cfg.window.start}.."
+                        f"{cfg.window.end})")
+    classes = pd.unique(frame[target])
+    if len(classes) < 2:
+        raise DataError(f"{source}: target column '{target}' has a single class "
+                        f"({classes[0]!r} only) in {len(frame)} rows")
+    declared = "binary" if source == BUILTIN_FLIGHTS else cfg.task
+    frame, task, reason, class_notes = _task(frame, target, declared, positive, source, dropped)
+    if len(frame) < cfg.min_rows:
+        raise DataError(f"{source}: only {len(frame)} rows, need at least {cfg.min_rows} "
+                        "(data.min_rows)")
+    columns = _feature_candidates(cfg, frame, source, target, time_column, default_features)
     if not columns:
         raise DataError(f"{source}: no feature columns left besides the target")
-    categorical, numeric = infer_feature_types(frame, columns, cfg, source)
-    for col in numeric:
-        if not pd.api.types.is_float_dtype(frame[col]):
-            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
-    for col in categorical:
-        frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
-    log.info("loaded %s: %d rows, %d features", source, len(frame), len(columns))
+    try:
+        plan = plan_columns(frame, columns, cfg.features, source,
+                            explicit=cfg.features.include is not None)
+    except ColumnError as exc:
+        raise DataError(f"{source}: {exc}") from None
+    if not plan.kinds:
+        raise DataError(f"{source}: no usable feature columns ("
+                        + "; ".join(f"{c}: {why}" for c, why in plan.excluded.items()) + ")")
+    frame = _normalise(frame, plan.kinds)
+    log.info("loaded %s: %d rows, %d features, task %s", source, len(frame), len(plan.kinds),
+             task.kind)
     return Dataset(
-        frame=frame, target=target, feature_columns=tuple(columns), categorical=categorical,
-        numeric=numeric, positive_label=positive, negative_label=negative,
-        time_column=time_column, source=source, dropped_rows=dropped,
+        frame=frame, target=target, feature_columns=tuple(plan.kinds), kinds=dict(plan.kinds),
+        task=task, task_reason=reason, time_column=time_column, source=source,
+        dropped_rows=dropped, excluded={**plan.excluded, **class_notes}, notes=dict(plan.notes),
     )
 
 
-def _match_label(labels: pd.Series, positive: object, source: str, target: str) -> object:
-    """The positive label as it appears in the column (YAML `1` matches a column of "1")."""
-    values = pd.unique(labels)
-    for value in values:
-        if value == positive or str(value) == str(positive):
-            return value
-    raise DataError(f"{source}: positive_label {positive!r} does not occur in target column "
-                    f"'{target}' (values: {', '.join(map(repr, values[:10]))})")
-
-
 def split_dataset(dataset: Dataset, cfg: SplitConfig) -> Splits:
-    """By time when there is a time column (holdout = most recent), else stratified and seeded."""
+    """By time when there is a time column (holdout = most recent), else seeded and (for
+    classes) stratified, so a rare class shows up in every split."""
     frame = dataset.frame
     n = len(frame)
     n_hold = max(1, round(n * cfg.holdout))
     n_val = max(1, round(n * cfg.validation))
+    classes = dataset.task.kind != "regression"
     if dataset.time_column:
         times = frame[dataset.time_column]
         # Cut on timestamps, so rows sharing one timestamp never straddle two splits.
@@ -292,17 +312,24 @@ def split_dataset(dataset: Dataset, cfg: SplitConfig) -> Splits:
         validation = frame[(times >= val_cut) & (times < hold_cut)]
         holdout = frame[times >= hold_cut]
     else:
-        y = dataset.y
-        rest, holdout = train_test_split(
-            frame, test_size=n_hold, stratify=y, random_state=cfg.seed
-        )
+        y = dataset.y if classes else None
+        rest, holdout = train_test_split(frame, test_size=n_hold, stratify=y,
+                                         random_state=cfg.seed)
         train, validation = train_test_split(
-            rest, test_size=n_val, stratify=y[rest.index], random_state=cfg.seed
-        )
+            rest, test_size=n_val, stratify=None if y is None else y[rest.index],
+            random_state=cfg.seed)
     parts = {"train": train, "validation": validation, "holdout": holdout}
+    single = "a single class" if classes else "a single target value"
     for name, part in parts.items():
         if part.empty or part[dataset.target].nunique() < 2:
             raise DataError(f"{dataset.source}: the {name} split has "
-                            f"{'no rows' if part.empty else 'a single class'}; "
+                            f"{'no rows' if part.empty else single}; "
                             "use more data or a wider window")
+    if dataset.task.kind == "multiclass":
+        missing = set(range(len(dataset.task.classes))) - set(np.unique(dataset.y[train.index]))
+        if missing:
+            names = [dataset.task.classes[i] for i in sorted(missing)]
+            raise DataError(f"{dataset.source}: class {names[0]!r} of target "
+                            f"'{dataset.target}' does not occur in the training split; use a "
+                            "wider window (or map rare classes together)")
     return Splits(*(dataset.subset(p.reset_index(drop=True)) for p in parts.values()))

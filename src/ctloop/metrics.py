@@ -1,29 +1,34 @@
-"""Classification metrics, the decision threshold, and the plots people look at.
+"""Metrics per task and the paired bootstrap, as pure functions of labels and scores.
 
-Everything here is a pure function of labels and probabilities, so the same code scores a
-trial on validation data, a challenger and a champion on the holdout, and live traffic.
+The same code scores a trial on validation data, a challenger and a champion on the holdout,
+and live traffic. "Scores" are what a model outputs before formatting: the positive-class
+probability (binary), a probability per class (multiclass, n x k), or the prediction
+(regression). Which metrics a task has, and their direction, is `ctloop.tasks`' business.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
-from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
+    accuracy_score,
     average_precision_score,
     brier_score_loss,
-    confusion_matrix,
     f1_score,
     log_loss,
+    mean_absolute_error,
+    mean_absolute_percentage_error,
     precision_recall_curve,
     precision_score,
+    r2_score,
     recall_score,
     roc_auc_score,
-    roc_curve,
+    root_mean_squared_error,
 )
 
-LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
+EPS = 1e-7
+Sampler = Callable[[np.ndarray], np.ndarray]  # bootstrap counts (B x n) -> metric per resample
 
 
 def choose_threshold(y: np.ndarray, probability: np.ndarray) -> float:
@@ -37,13 +42,15 @@ def choose_threshold(y: np.ndarray, probability: np.ndarray) -> float:
 def classification_metrics(
     y: np.ndarray, probability: np.ndarray, threshold: float
 ) -> dict[str, float]:
+    """Binary metrics: ranking, calibration, and the labels at the chosen threshold."""
     predicted = (probability >= threshold).astype(int)
-    clipped = np.clip(probability, 1e-7, 1 - 1e-7)
+    clipped = np.clip(probability, EPS, 1 - EPS)
+    both = len(np.unique(y)) == 2  # a window may hold one class only: no ranking metric then
     return {
-        "roc_auc": float(roc_auc_score(y, probability)),
-        "pr_auc": float(average_precision_score(y, probability)),
+        "roc_auc": float(roc_auc_score(y, probability)) if both else float("nan"),
+        "pr_auc": float(average_precision_score(y, probability)) if both else float("nan"),
         "log_loss": float(log_loss(y, clipped, labels=[0, 1])),
-        "brier": float(brier_score_loss(y, probability)),
+        "brier": float(brier_score_loss(y, probability, pos_label=1)),
         "f1": float(f1_score(y, predicted, zero_division=0)),
         "precision": float(precision_score(y, predicted, zero_division=0)),
         "recall": float(recall_score(y, predicted, zero_division=0)),
@@ -51,75 +58,40 @@ def classification_metrics(
     }
 
 
-def sort_key(metric: str):
-    """A key that sorts the best score first."""
-    sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
-    return lambda value: sign * value
+def multiclass_metrics(y: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """Multiclass metrics; `roc_auc` is one-vs-rest, macro-averaged over the classes present."""
+    k = probabilities.shape[1]
+    predicted = probabilities.argmax(axis=1)
+    clipped = np.clip(probabilities, EPS, 1.0)
+    clipped = clipped / clipped.sum(axis=1, keepdims=True)
+    return {
+        "log_loss": float(log_loss(y, clipped, labels=list(range(k)))),
+        "accuracy": float(accuracy_score(y, predicted)),
+        "f1_macro": float(f1_score(y, predicted, average="macro", labels=np.unique(y),
+                                   zero_division=0)),
+        "roc_auc": _ovr_auc(y, probabilities),
+    }
 
 
-def save_plots(
-    folder: Path,
-    y: np.ndarray,
-    probability: np.ndarray,
-    threshold: float,
-    feature_names: list[str],
-    importance: np.ndarray,
-) -> list[Path]:
-    """ROC, PR, confusion matrix, calibration and feature importance as PNG files."""
-    import matplotlib
+def _ovr_auc(y: np.ndarray, probabilities: np.ndarray) -> float:
+    aucs = [roc_auc_score(y == c, probabilities[:, c]) for c in np.unique(y)
+            if 0 < (y == c).sum() < len(y)]
+    return float(np.mean(aucs)) if aucs else float("nan")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
+def regression_metrics(y: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
+    """rmse, mae and r2; mape too when every target is strictly positive (else it means nothing)."""
+    out = {
+        "rmse": float(root_mean_squared_error(y, prediction)),
+        "mae": float(mean_absolute_error(y, prediction)),
+        "r2": float(r2_score(y, prediction)) if len(y) > 1 else float("nan"),
+    }
+    if len(y) and float(np.min(y)) > 0:
+        out["mape"] = float(mean_absolute_percentage_error(y, prediction))
+    return out
 
-    def finish(fig, name: str) -> None:
-        path = folder / name
-        fig.tight_layout()
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        paths.append(path)
 
-    fpr, tpr, _ = roc_curve(y, probability)
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.plot(fpr, tpr, label=f"AUC {roc_auc_score(y, probability):.3f}")
-    ax.plot([0, 1], [0, 1], "--", color="grey")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
-    ax.legend(loc="lower right")
-    finish(fig, "roc_curve.png")
-
-    precision, recall, _ = precision_recall_curve(y, probability)
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.plot(recall, precision, label=f"AP {average_precision_score(y, probability):.3f}")
-    ax.axhline(y.mean(), ls="--", color="grey")
-    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall")
-    ax.legend(loc="upper right")
-    finish(fig, "pr_curve.png")
-
-    matrix = confusion_matrix(y, (probability >= threshold).astype(int), labels=[0, 1])
-    fig, ax = plt.subplots(figsize=(3.5, 3.5))
-    ax.imshow(matrix, cmap="Blues")
-    for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, str(count), ha="center", va="center")
-    ax.set(xticks=[0, 1], yticks=[0, 1], xlabel="predicted", ylabel="actual",
-           title=f"Confusion @ {threshold:.2f}")
-    finish(fig, "confusion_matrix.png")
-
-    observed, predicted = calibration_curve(y, probability, n_bins=10, strategy="quantile")
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.plot(predicted, observed, marker="o")
-    ax.plot([0, 1], [0, 1], "--", color="grey")
-    ax.set(xlabel="mean predicted probability", ylabel="observed rate", title="Calibration")
-    finish(fig, "calibration.png")
-
-    order = np.argsort(importance)[-20:]
-    fig, ax = plt.subplots(figsize=(5, max(2.5, 0.25 * len(order))))
-    ax.barh([feature_names[i] for i in order], importance[order])
-    ax.set(title="Feature importance")
-    finish(fig, "feature_importance.png")
-    return paths
-
+# --- bootstrap samplers: each turns a (B x n) matrix of resample counts into B metric values ---
 
 def _weighted_auc(y_sorted: np.ndarray, groups: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """ROC AUC for each row of bootstrap `counts` (already in score order), ties counted half."""
@@ -133,39 +105,59 @@ def _weighted_auc(y_sorted: np.ndarray, groups: np.ndarray, counts: np.ndarray) 
     return numerator / np.maximum(denominator, 1)
 
 
-def _auc_sampler(y: np.ndarray, probability: np.ndarray):
-    order = np.argsort(probability, kind="stable")
-    sorted_p = probability[order]
-    groups = np.flatnonzero(np.r_[True, sorted_p[1:] != sorted_p[:-1]])
+def auc_sampler(y: np.ndarray, score: np.ndarray) -> Sampler:
+    """ROC AUC of `score` for the 0/1 labels `y`, under each resample."""
+    order = np.argsort(score, kind="stable")
+    sorted_s = score[order]
+    groups = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])
     y_sorted = y[order].astype(np.float64)
     return lambda counts: _weighted_auc(y_sorted, groups, counts[:, order])
 
 
-def _mean_loss_sampler(losses: np.ndarray):
-    return lambda counts: counts @ losses / counts.sum(axis=1)
+_auc_sampler = auc_sampler  # the name the unit tests know
 
 
-def bootstrap_sampler(metric: str, y: np.ndarray, probability: np.ndarray):
-    """A function: bootstrap count matrix (B x n) -> the metric under each resample."""
-    if metric == "roc_auc":
-        return _auc_sampler(y, probability)
-    if metric == "log_loss":
-        p = np.clip(probability, 1e-7, 1 - 1e-7)
-        return _mean_loss_sampler(-(y * np.log(p) + (1 - y) * np.log(1 - p)))
-    if metric == "brier":
-        return _mean_loss_sampler((probability - y) ** 2)
-    if metric == "pr_auc":
-        return lambda counts: np.array([
-            average_precision_score(y, probability, sample_weight=c) for c in counts
-        ])
-    raise ValueError(f"no bootstrap for metric {metric!r} (use roc_auc, pr_auc, log_loss, brier)")
+def mean_sampler(values: np.ndarray) -> Sampler:
+    """The mean of a per-row quantity (a loss, a hit) under each resample."""
+    return lambda counts: counts @ values / counts.sum(axis=1)
+
+
+def rmse_sampler(y: np.ndarray, prediction: np.ndarray) -> Sampler:
+    mse = mean_sampler((prediction - y) ** 2)
+    return lambda counts: np.sqrt(mse(counts))
+
+
+def r2_sampler(y: np.ndarray, prediction: np.ndarray) -> Sampler:
+    """1 - SSE/SST with both sums weighted by the resample counts."""
+    squared_error = (prediction - y) ** 2
+
+    def sample(counts: np.ndarray) -> np.ndarray:
+        total = counts.sum(axis=1)
+        sse = counts @ squared_error
+        mean = counts @ y / total
+        sst = counts @ (y**2) - total * mean**2
+        return 1.0 - sse / np.maximum(sst, 1e-12)
+
+    return sample
+
+
+def ovr_auc_sampler(y: np.ndarray, probabilities: np.ndarray) -> Sampler:
+    """Macro one-vs-rest AUC: the mean of each class's own AUC sampler."""
+    present = [c for c in np.unique(y).astype(int) if 0 < (y == c).sum() < len(y)]
+    samplers = [auc_sampler((y == c).astype(np.float64), probabilities[:, c]) for c in present]
+    return lambda counts: np.mean([s(counts) for s in samplers], axis=0)
+
+
+def weighted_sampler(metric_fn: Callable[..., float], *arrays: np.ndarray) -> Sampler:
+    """Any sample-weighted sklearn metric, one call per resample (slow; last resort)."""
+    return lambda counts: np.array([metric_fn(*arrays, sample_weight=c) for c in counts])
 
 
 def paired_bootstrap(
-    metric: str,
-    y: np.ndarray,
-    challenger: np.ndarray,
-    champion: np.ndarray,
+    sample_challenger: Sampler,
+    sample_champion: Sampler,
+    n: int,
+    lower_is_better: bool,
     resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
@@ -174,25 +166,21 @@ def paired_bootstrap(
     """Bootstrap the improvement of challenger over champion on the same rows.
 
     Both models are scored on the same resampled rows each time (paired), so their shared
-    noise cancels. `improvement` is signed so that positive is better whatever the metric.
-    Returns the point estimate and the two-sided interval at `confidence`; the one-sided
-    lower bound used by the gate is `lower_one_sided`.
+    noise cancels. `improvement` is signed so that positive is better whatever the metric's
+    direction. Returns the point estimate and the two-sided interval at `confidence`; the
+    one-sided lower bound used by the gate is `lower_one_sided`.
     """
-    y = np.asarray(y, dtype=np.float64)
-    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-    sample_a = bootstrap_sampler(metric, y, np.asarray(challenger, dtype=np.float64))
-    sample_b = bootstrap_sampler(metric, y, np.asarray(champion, dtype=np.float64))
+    sign = -1.0 if lower_is_better else 1.0
     rng = np.random.default_rng(seed)
-    n = len(y)
     deltas = []
     for start in range(0, resamples, chunk):
         size = min(chunk, resamples - start)
         rows = rng.integers(0, n, size=(size, n)) + np.arange(size)[:, None] * n
         counts = np.bincount(rows.ravel(), minlength=size * n).reshape(size, n).astype(float)
-        deltas.append(sign * (sample_a(counts) - sample_b(counts)))
+        deltas.append(sign * (sample_challenger(counts) - sample_champion(counts)))
     delta = np.concatenate(deltas)
     ones = np.ones((1, n))
-    point = float(sign * (sample_a(ones)[0] - sample_b(ones)[0]))
+    point = float(sign * (sample_challenger(ones)[0] - sample_champion(ones)[0]))
     alpha = 1.0 - confidence
     return {
         "improvement": point,

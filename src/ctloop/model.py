@@ -1,7 +1,7 @@
 """The deployable model: JSON encoder + estimator + threshold, saved without arbitrary pickle.
 
 On disk (the pyfunc model's data folder):
-  model.json    labels, threshold, family, file names        (JSON)
+  model.json    family, task (labels, threshold), file names (JSON)
   encoder.json  feature columns and category vocabularies     (JSON)
   booster.ubj   XGBoost's own format, for the xgboost family
   estimator.skops   scikit-learn families, loaded with an explicit allowlist of types
@@ -21,7 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ctloop import tasks
+from ctloop.config import FAMILY_ALIASES
 from ctloop.features import FeatureEncoder
+from ctloop.tasks import Task
 
 MODEL_FILE = "model.json"
 ENCODER_FILE = "encoder.json"
@@ -65,39 +68,37 @@ class ModelLoadError(RuntimeError):
 
 @dataclass
 class TabularModel:
-    """Raw feature columns in, positive-class probability and label out."""
+    """Raw feature columns in, the task's output columns out."""
 
     encoder: FeatureEncoder
     estimator: Any  # xgboost.Booster or a fitted scikit-learn estimator
     family: str
-    threshold: float
-    positive_label: Any
-    negative_label: Any
+    task: Task
 
     @property
     def feature_columns(self) -> tuple[str, ...]:
         return self.encoder.columns
 
-    def predict_proba_encoded(self, X: np.ndarray) -> np.ndarray:
+    def scores_encoded(self, X: np.ndarray) -> np.ndarray:
+        """Binary: positive-class probability; multiclass: n x k probabilities; regression:
+        the prediction. Always float64."""
         if self.family == "xgboost":
             return np.asarray(self.estimator.inplace_predict(X), dtype=np.float64)
-        return self.estimator.predict_proba(X)[:, 1].astype(np.float64)
+        if self.task.kind == "regression":
+            return np.asarray(self.estimator.predict(X), dtype=np.float64)
+        probabilities = np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
+        return probabilities[:, 1] if self.task.kind == "binary" else probabilities
 
     def encode(self, frame: pd.DataFrame) -> np.ndarray:
         return self.encoder.encode_frame(frame)
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.predict_proba_encoded(self.encode(frame))
-
-    def labels_for(self, probability: np.ndarray) -> list[Any]:
-        positive, negative = self.positive_label, self.negative_label
-        return [positive if p >= self.threshold else negative for p in probability]
+    def scores(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.scores_encoded(self.encode(frame))
 
     def predict(self, model_input: Any, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
-        """The pyfunc contract: a frame of raw columns in, `probability` and `label` out."""
+        """The pyfunc contract: a frame of raw columns in, the task's output frame out."""
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        probability = self.predict_proba(frame)
-        return pd.DataFrame({"probability": probability, "label": self.labels_for(probability)})
+        return self.task.output_frame(self.scores(frame))
 
     def input_example(self, frame: pd.DataFrame, rows: int = 3) -> pd.DataFrame:
         return frame[list(self.feature_columns)].head(rows).reset_index(drop=True)
@@ -116,9 +117,7 @@ class TabularModel:
             estimator_file = SKOPS_FILE
         meta = {
             "family": self.family,
-            "threshold": self.threshold,
-            "positive_label": _jsonable(self.positive_label),
-            "negative_label": _jsonable(self.negative_label),
+            "task": self.task.to_json(),
             "estimator_file": estimator_file,
             "encoder_file": ENCODER_FILE,
         }
@@ -131,6 +130,7 @@ class TabularModel:
         try:
             meta = json.loads((folder / MODEL_FILE).read_text())
             encoder = FeatureEncoder.load(folder / meta["encoder_file"])
+            task = _task(meta)
         except (OSError, KeyError, ValueError) as exc:
             raise ModelLoadError(f"{folder}: not a ctloop model folder ({exc})") from None
         path = folder / meta["estimator_file"]
@@ -142,8 +142,16 @@ class TabularModel:
             estimator.set_param({"nthread": 1})
         else:
             estimator = _load_skops(path)
-        return cls(encoder, estimator, meta["family"], float(meta["threshold"]),
-                   meta["positive_label"], meta["negative_label"])
+        family = FAMILY_ALIASES.get(meta["family"], meta["family"])
+        return cls(encoder, estimator, family, task)
+
+
+def _task(meta: Mapping[str, Any]) -> Task:
+    """The saved task; models saved before tasks existed were binary with labels inline."""
+    if "task" in meta:
+        return tasks.from_json(meta["task"])
+    return tasks.BinaryTask(meta["positive_label"], meta["negative_label"],
+                            float(meta["threshold"]))
 
 
 def _load_skops(path: Path) -> Any:
@@ -154,10 +162,6 @@ def _load_skops(path: Path) -> Any:
     if refused:
         raise ModelLoadError(f"{path}: refusing to load untrusted type {refused[0]}")
     return skops.io.load(path, trusted=sorted(untrusted))
-
-
-def _jsonable(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _load_pyfunc(data_path: str) -> TabularModel:

@@ -28,6 +28,7 @@ CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous-champion"
 PRODUCTION, STAGING, ARCHIVED, NONE = "Production", "Staging", "Archived", "None"
 TAG_LIMIT = 5000  # MLflow's limit for a model version tag value is 5000 characters
+DESCRIPTION_LIMIT = 5000  # keep within what every backend store accepts
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,11 @@ def register(
     mv = client.create_model_version(name=name, source=model_uri, run_id=run_id,
                                      tags=_tag_values(tags), model_id=model_id)
     return get_version(name, int(mv.version))
+
+
+def set_description(name: str, version: int, text: str) -> None:
+    """The version's description: the first thing the MLflow UI shows on the version page."""
+    _client().update_model_version(name, str(version), description=text[:DESCRIPTION_LIMIT])
 
 
 def set_tags(name: str, version: int, tags: Mapping[str, Any]) -> None:

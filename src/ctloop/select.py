@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ctloop import registry, tracking
+from ctloop import registry, tasks, tracking
 from ctloop.config import Config
-from ctloop.metrics import LOWER_IS_BETTER, classification_metrics, paired_bootstrap, sort_key
+from ctloop.metrics import paired_bootstrap
 from ctloop.model import TabularModel
+from ctloop.tasks import Task, TaskError
 
 log = logging.getLogger(__name__)
 INVARIANCE_ROWS = 2000
@@ -90,14 +91,19 @@ class Decision:
         return "\n".join(lines) + "\n"
 
 
-def best_trial(training_run_id: str, metric: str) -> dict[str, Any]:
-    """The trial of a training run with the best validation score on the primary metric."""
+def best_trial(training_run_id: str) -> dict[str, Any]:
+    """The trial of a training run with the best validation score on the run's primary
+    metric (the one it was trained for), in that metric's direction."""
+    params = tracking.run_info(training_run_id)["params"]
+    metric = params.get("primary_metric", "roc_auc")
+    task_class = tasks.BY_KIND.get(params.get("task", "binary"), tasks.BinaryTask)
     trials = [t for t in tracking.trial_runs(training_run_id)
               if t["tags"].get(tracking.RUN_KIND_TAG) == tracking.TRIAL_KIND
               and metric in t["metrics"]]
     if not trials:
         raise SelectionError(f"training run {training_run_id} has no trials scored on {metric}")
-    return min(trials, key=lambda t: sort_key(metric)(t["metrics"][metric]))
+    sign = 1.0 if metric in task_class.lower_is_better else -1.0
+    return min(trials, key=lambda t: sign * t["metrics"][metric])
 
 
 def _holdout(
@@ -106,49 +112,69 @@ def _holdout(
     frame = tracking.load_holdout(training_run_id)
     if target not in frame.columns:
         raise SelectionError(f"holdout of run {training_run_id} has no target column '{target}'")
-    labels = frame[target]
-    y = ((labels == model.positive_label) | (labels.astype(str) == str(model.positive_label)))
-    return frame, y.to_numpy(dtype=np.int8)
+    try:
+        return frame, model.task.encode_target(frame[target])
+    except TaskError as exc:
+        raise SelectionError(f"holdout of run {training_run_id}: {exc}") from None
 
 
 def _score(model: TabularModel, frame: pd.DataFrame, y: np.ndarray) -> tuple[np.ndarray, dict]:
-    probability = model.predict_proba(frame)
-    return probability, classification_metrics(y, probability, model.threshold)
+    scores = model.scores(frame)
+    return scores, model.task.metrics(y, scores)
 
 
-def _no_regression(cfg: Config, y: np.ndarray, p_new: np.ndarray, p_old: np.ndarray) -> Gate:
+def primary_metric(cfg: Config, task: Task) -> str:
+    metric = cfg.training.primary_metric or task.default_metric
+    try:
+        return task.check_metric(metric, "training.primary_metric")
+    except TaskError as exc:
+        raise SelectionError(str(exc)) from None
+
+
+def _no_regression(cfg: Config, task: Task, y: np.ndarray, new: np.ndarray,
+                   old: np.ndarray) -> Gate:
+    """Paired bootstrap of the task's primary metric, signed so that positive is better."""
     gate = cfg.gate
-    metric = cfg.training.primary_metric
-    if metric == "f1":
-        metric = "roc_auc"  # F1 depends on each model's threshold; compare ranking instead
-    interval = paired_bootstrap(metric, y, p_new, p_old, gate.bootstrap_resamples,
-                                gate.confidence, seed=cfg.split.seed)
+    metric = task.bootstrap_metric(primary_metric(cfg, task))
+    interval = paired_bootstrap(task.sampler(metric, y, new), task.sampler(metric, y, old),
+                                len(y), metric in task.lower_is_better,
+                                gate.bootstrap_resamples, gate.confidence, seed=cfg.split.seed)
     passed = (interval["improvement"] > gate.min_delta
               and interval["lower_one_sided"] >= gate.min_delta)
-    detail = (f"{metric} improvement {interval['improvement']:+.4f}, one-sided "
+    direction = "lower is better" if metric in task.lower_is_better else "higher is better"
+    detail = (f"{metric} ({direction}) improvement {interval['improvement']:+.4f}, one-sided "
               f"{gate.confidence:.0%} lower bound {interval['lower_one_sided']:+.4f} "
               f"(needs >= {gate.min_delta:+.4f})")
     return Gate("no_regression", passed, detail, {"metric": metric, **interval})
 
 
-def _guards(cfg: Config, new: dict[str, float], old: dict[str, float]) -> Gate:
+def gate_guards(cfg: Config, task: Task) -> dict[str, float]:
+    return dict(task.default_guards if cfg.gate.guards is None else cfg.gate.guards)
+
+
+def gate_floors(cfg: Config, task: Task) -> dict[str, float]:
+    return dict(task.default_floors if cfg.gate.floors is None else cfg.gate.floors)
+
+
+def _guards(cfg: Config, task: Task, new: dict[str, float], old: dict[str, float]) -> Gate:
     problems, evidence = [], {}
-    for metric, tolerance in cfg.gate.guards.items():
+    for metric, tolerance in gate_guards(cfg, task).items():
         if metric not in new:
-            raise SelectionError(f"gate.guards: unknown metric '{metric}'")
-        worse_by = (new[metric] - old[metric]) if metric in LOWER_IS_BETTER else (
+            raise SelectionError(f"gate.guards: '{metric}' is not a {task.kind} metric "
+                                 f"(choose from {', '.join(sorted(new))})")
+        worse_by = (new[metric] - old[metric]) if metric in task.lower_is_better else (
             old[metric] - new[metric])
         evidence[metric] = worse_by
         if worse_by > tolerance:
             problems.append(f"{metric} worse by {worse_by:.4f} > {tolerance}")
     detail = "; ".join(problems) or "within tolerance: " + ", ".join(
-        f"{m} {v:+.4f}" for m, v in evidence.items())
+        f"{m} {v:+.4f}" for m, v in evidence.items()) if evidence else "no guards"
     return Gate("guards", not problems, detail, evidence)
 
 
 def _invariance(cfg: Config, model: TabularModel, frame: pd.DataFrame) -> Gate:
     sample = frame.head(INVARIANCE_ROWS)
-    base = model.predict_proba(sample)
+    base = model.scores(sample)
     worst: dict[str, float] = {}
     problems = []
     for check in cfg.gate.invariance:
@@ -157,7 +183,7 @@ def _invariance(cfg: Config, model: TabularModel, frame: pd.DataFrame) -> Gate:
                                  f"(features: {', '.join(model.feature_columns)})")
         for value in check.values:
             changed = sample.assign(**{check.column: value})
-            shift = float(np.max(np.abs(model.predict_proba(changed) - base)))
+            shift = float(np.max(np.abs(model.scores(changed) - base)))
             worst[f"{check.column}={value}"] = shift
             if shift > check.tolerance:
                 problems.append(f"{check.column}={value!r} moves a prediction by {shift:.4f} "
@@ -168,8 +194,7 @@ def _invariance(cfg: Config, model: TabularModel, frame: pd.DataFrame) -> Gate:
 
 def _signature(declared: dict[str, str], model: TabularModel) -> Gate:
     """The logged signature must take exactly the raw feature columns, typed as trained."""
-    expected = {c: ("string" if c in model.encoder.vocabularies else "double")
-                for c in model.feature_columns}
+    expected = tracking.input_types(model.encoder)
     if declared == expected:
         return Gate("signature", True, f"{len(declared)} raw columns with their types")
     missing = sorted(set(expected) - set(declared))
@@ -227,15 +252,20 @@ def _in_process_gates(cfg: Config, model: TabularModel, model_uri: str, training
         clock = now
 
     target = tracking.run_info(training_run_id)["params"].get("target", cfg.data.target)
+    task = model.task
     frame, y = _holdout(training_run_id, model, target)
     lap("load_holdout")
     gates = [_signature(tracking.signature_inputs(model_uri), model)]
     p_new, new = _score(model, frame, y)
     lap("score_challenger")
-    floor_metrics, failures = tracking.evaluate_floors(y, p_new, cfg.gate.floors, LOWER_IS_BETTER)
+    floors = gate_floors(cfg, task)
+    try:
+        floor_metrics, failures = tracking.evaluate_floors(task, y, p_new, floors)
+    except ValueError as exc:  # a floor naming a metric the task does not have
+        raise SelectionError(str(exc)) from None
     gates.append(Gate("floors", not failures, "; ".join(failures) or ", ".join(
-        f"{k} {floor_metrics.get(k, float('nan')):.4f} vs {v}" for k, v in cfg.gate.floors.items()),
-        floor_metrics))
+        f"{k} {floor_metrics.get(k, float('nan')):.4f} vs {v}" for k, v in floors.items())
+        or "no floors", floor_metrics))
     lap("floors_mlflow_evaluate")
     old = interval = None
     if champion is not None:
@@ -245,14 +275,23 @@ def _in_process_gates(cfg: Config, model: TabularModel, model_uri: str, training
             raise SelectionError(f"cannot load champion v{champion.version}: {exc}") from exc
         p_old, old = _score(champion_model, frame, y)
         lap("score_champion")
-        regression = _no_regression(cfg, y, p_new, p_old)
+        if _labels_of(champion_model.task) != _labels_of(task):
+            raise SelectionError(f"cannot compare: the champion v{champion.version} is "
+                                 f"{champion_model.task.describe()}, the challenger "
+                                 f"{task.describe()}")
+        regression = _no_regression(cfg, task, y, p_new, p_old)
         interval = regression.evidence
-        gates += [regression, _guards(cfg, new, old)]
+        gates += [regression, _guards(cfg, task, new, old)]
         lap("bootstrap_and_guards")
     if cfg.gate.invariance:
         gates.append(_invariance(cfg, model, frame))
         lap("invariance")
     return gates, new, old, interval, timings
+
+
+def _labels_of(task: Task) -> dict[str, Any]:
+    """What must match for two models to be compared on the same rows (not the threshold)."""
+    return {k: v for k, v in task.to_json().items() if k != "threshold"}
 
 
 def decision_tags(decision: Decision, run_tags: dict[str, str]) -> dict[str, str]:
@@ -288,8 +327,7 @@ def _stamp() -> str:
 
 def select(cfg: Config, training_run_id: str, trigger: str = "manual") -> Decision:
     """Gate the best trial of a training run, register it, promote it if every gate passes."""
-    metric = cfg.training.primary_metric
-    trial = best_trial(training_run_id, metric)
+    trial = best_trial(training_run_id)
     model_uri = trial["tags"].get("ctloop.model_uri") or f"runs:/{trial['run_id']}/model"
     return _decide(cfg, model_uri, training_run_id, trial["run_id"], trigger, version=None)
 
@@ -351,6 +389,7 @@ def _decide(cfg: Config, model_uri: str, training_run_id: str, trial_run_id: str
             else:
                 registry.set_tags(cfg.name, decision.version, {"ctloop.champion_since": _stamp()})
                 registry.move_champion(cfg.name, decision.version)
+        registry.set_description(cfg.name, decision.version, decision.to_markdown())
         registry.reconcile_stages(cfg.name)
     log.info("%s v%s %s", cfg.name, decision.version,
              "promoted" if decision.promoted else f"rejected: {decision.failed}")

@@ -18,11 +18,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ctloop.data import Dataset
 from ctloop.features import FeatureEncoder
 from ctloop.model import TabularModel
+from ctloop.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -98,19 +100,28 @@ def _client():
     return MlflowClient()
 
 
+# MLflow 3's UI opens an experiment on its GenAI overview unless it is tagged as model
+# development; ctloop's experiments hold training, gate and monitor runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def experiment_id(name: str) -> str:
+    """The experiment's id, created (and tagged as model development) if it does not exist."""
     import mlflow
 
     experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return mlflow.create_experiment(name)
-    except Exception:  # created concurrently by another process
-        experiment = mlflow.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+    if experiment is None:
+        try:
+            return mlflow.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except Exception:  # created concurrently by another process
+            experiment = mlflow.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if EXPERIMENT_KIND_TAG not in experiment.tags:  # made before ctloop tagged its experiments
+        _client().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG,
+                                     EXPERIMENT_KIND)
+    return experiment.experiment_id
 
 
 def use_experiment(experiment_id: str) -> None:
@@ -122,18 +133,25 @@ def use_experiment(experiment_id: str) -> None:
     os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
-def _model_signature(encoder: FeatureEncoder, label_example: Any):
+def input_types(encoder: FeatureEncoder) -> dict[str, str]:
+    """Each raw input column's signature type: `string` for text categories, `Any` for the
+    rest, so that int64, float, bool and date columns straight from `pd.read_csv` or
+    `pd.read_parquet` pass MLflow's schema enforcement (it refuses int64 -> double, and a
+    column stored as int in one file and float in the next); the model converts them."""
+    text = set(encoder.string_columns)
+    return {col: "string" if col in text else "any" for col in encoder.columns}
+
+
+def _model_signature(encoder: FeatureEncoder, task: Task):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
 
     inputs = Schema([
-        ColSpec("string" if col in encoder.vocabularies else "double", col, required=False)
-        for col in encoder.columns
+        ColSpec(AnyType() if kind == "any" else kind, col, required=False)
+        for col, kind in input_types(encoder).items()
     ])
-    label_type = "string" if isinstance(label_example, str) else (
-        "boolean" if isinstance(label_example, bool) else
-        "long" if isinstance(label_example, int) else "double")
-    outputs = Schema([ColSpec("double", "probability"), ColSpec(label_type, "label")])
+    outputs = Schema([ColSpec(kind, name) for name, kind in task.output_types().items()])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
@@ -201,7 +219,7 @@ class TrainingRun:
             frame.to_parquet(path, index=False)
             mlflow.log_artifact(str(path), artifact_path=str(Path(artifact).parent))
 
-    def log_trial(self, record: TrialRecord, encoder: FeatureEncoder, positive_label: Any,
+    def log_trial(self, record: TrialRecord, encoder: FeatureEncoder, task: Task,
                   tags: Mapping[str, str]) -> str:
         """A child run with params, metrics, plots and the pyfunc model; returns the model URI."""
         import mlflow
@@ -218,7 +236,7 @@ class TrainingRun:
                 loader_module="ctloop.model",
                 data_path=str(record.model_dir),
                 code_paths=[str(_code_snapshot())],
-                signature=_model_signature(encoder, positive_label),
+                signature=_model_signature(encoder, task),
                 input_example=record.input_example,
                 pip_requirements=_requirements(),
             )
@@ -353,34 +371,43 @@ def log_text(text: str, artifact_file: str) -> str:
 
 
 def evaluate_floors(
-    y: Any, probability: Any, floors: Mapping[str, float], lower_is_better: frozenset[str]
+    task: Task, y: Any, scores: Any, floors: Mapping[str, float]
 ) -> tuple[dict[str, float], list[str]]:
     """Absolute floors through MLflow's own evaluate + validate_evaluation_results.
 
-    The scored holdout is evaluated as a static dataset with one custom metric per floor, so
-    the metrics land on the active (gate) run and MLflow's MetricThreshold decides.
-    Returns the evaluated metrics and one message per failed floor.
+    The scored holdout is evaluated as a static dataset with the task's `model_type`
+    ("classifier" or "regressor"), so MLflow computes its built-in metrics (accuracy_score,
+    f1_score, r2_score, root_mean_squared_error, ...) and a floor may name any of them; ctloop's
+    own metrics of the task (which need the probabilities MLflow does not see) are added as
+    custom metrics under their usual names. MLflow's MetricThreshold decides. Returns the
+    evaluated metrics and one message per failed floor.
     """
     import mlflow
     from mlflow.models import MetricThreshold, make_metric
     from mlflow.models.evaluation.validation import ModelValidationFailedException
 
-    from ctloop.metrics import classification_metrics
+    ours = task.metrics(np.asarray(y), np.asarray(scores))
 
     def metric_fn(name: str):
         def eval_fn(predictions, targets, metrics=None):
-            values = classification_metrics(targets.to_numpy(), predictions.to_numpy(), 0.5)
-            return values[name]
+            return ours[name]
 
-        return make_metric(eval_fn=eval_fn, greater_is_better=name not in lower_is_better,
+        return make_metric(eval_fn=eval_fn, greater_is_better=name not in task.lower_is_better,
                            name=name)
 
-    data = pd.DataFrame({"probability": probability, "target": y})
-    result = mlflow.models.evaluate(data=data, predictions="probability", targets="target",
-                                    model_type=None,
-                                    extra_metrics=[metric_fn(n) for n in floors])
+    data = pd.DataFrame({"prediction": _predicted(task, np.asarray(scores)), "target": y})
+    result = mlflow.models.evaluate(
+        data=data, predictions="prediction", targets="target",
+        model_type=task.mlflow_model_type,
+        extra_metrics=[metric_fn(n) for n in floors if n in ours],
+        evaluator_config={"log_model_explainability": False},
+    )
+    unknown = [n for n in floors if n not in result.metrics]
+    if unknown:
+        raise ValueError(f"gate.floors: unknown metric '{unknown[0]}' for a {task.kind} model "
+                         f"(available: {', '.join(sorted(result.metrics))})")
     thresholds = {
-        name: MetricThreshold(threshold=value, greater_is_better=name not in lower_is_better)
+        name: MetricThreshold(threshold=value, greater_is_better=_higher_is_better(task, name))
         for name, value in floors.items()
     }
     failures: list[str] = []
@@ -389,6 +416,21 @@ def evaluate_floors(
     except ModelValidationFailedException as exc:
         failures = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return {k: float(v) for k, v in result.metrics.items()}, failures
+
+
+def _predicted(task: Task, scores: np.ndarray) -> np.ndarray:
+    """What MLflow's evaluator calls predictions: class codes, or the regression values."""
+    if task.kind == "multiclass":
+        return scores.argmax(axis=1)
+    if task.kind == "binary":
+        return (scores >= getattr(task, "threshold", 0.5)).astype(int)
+    return scores
+
+
+def _higher_is_better(task: Task, name: str) -> bool:
+    if name in task.metric_names:
+        return name not in task.lower_is_better
+    return not any(word in name for word in ("error", "loss", "false_"))
 
 
 _PROBE = """
@@ -449,7 +491,7 @@ def signature_inputs(model_uri: str) -> dict[str, str]:
     if signature is None or signature.inputs is None:
         return {}
     specs = signature.inputs.inputs
-    return {spec.name: getattr(spec.type, "name", str(spec.type)) for spec in specs}
+    return {spec.name: getattr(spec.type, "name", str(spec.type).lower()) for spec in specs}
 
 
 # --- monitoring (ctloop monitor) ------------------------------------------------------------

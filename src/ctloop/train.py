@@ -24,10 +24,10 @@ from threadpoolctl import threadpool_limits
 from ctloop import tracking
 from ctloop.candidates import Trial, feature_importance, fit_estimator, sample_trials
 from ctloop.config import Config, ConfigError
-from ctloop.data import Splits, load_dataset, split_dataset
+from ctloop.data import Dataset, Splits, load_dataset, split_dataset
 from ctloop.features import FeatureEncoder
-from ctloop.metrics import choose_threshold, classification_metrics, save_plots, sort_key
 from ctloop.model import TabularModel
+from ctloop.tasks import Task, TaskError
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,15 @@ class TrainResult:
     run_id: str
     experiment: str
     primary_metric: str
+    task: str = ""  # e.g. "multiclass (3 classes: 'Adelie', ...)"
+    task_reason: str = ""
     trials: list[TrialResult] = field(default_factory=list)
     window: tuple[str | None, str | None] = (None, None)
     rows: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)  # where the wall time went
+    excluded: dict[str, str] = field(default_factory=dict)  # columns not used, and why
+    notes: dict[str, str] = field(default_factory=dict)  # how other columns are used
 
     @property
     def best(self) -> TrialResult:
@@ -59,20 +63,21 @@ class TrainResult:
 ProgressCallback = Callable[[int, int, TrialResult | None], None]
 
 
-def _run_trial(trial: Trial, encoder: FeatureEncoder, splits_xy: tuple, labels: tuple,
+def _run_trial(trial: Trial, encoder: FeatureEncoder, splits_xy: tuple, task: Task,
                workdir: str, plots: bool) -> tracking.TrialRecord:
     """Fit and score one trial (in a worker): everything but the MLflow calls."""
     X_train, y_train, X_val, y_val, example = splits_xy
     with threadpool_limits(1):
         start = time.perf_counter()
-        estimator = fit_estimator(trial, X_train, y_train, encoder.categorical_indices)
+        estimator = fit_estimator(trial, task.kind, X_train, y_train,
+                                  encoder.categorical_indices)
         fit_seconds = time.perf_counter() - start
     if trial.family == "xgboost":
         estimator = estimator.get_booster()
-    model = TabularModel(encoder, estimator, trial.family, 0.5, *labels)
-    probability = model.predict_proba_encoded(X_val)
-    model.threshold = choose_threshold(y_val, probability)
-    metrics = classification_metrics(y_val, probability, model.threshold)
+    model = TabularModel(encoder, estimator, trial.family, task)
+    scores = model.scores_encoded(X_val)
+    model.task = task.fit_threshold(y_val, scores)
+    metrics = model.task.metrics(y_val, scores)
     metrics["fit_seconds"] = fit_seconds
     folder = Path(workdir) / trial.name
     model.save(folder / tracking.MODEL_DATA_DIR)
@@ -80,11 +85,10 @@ def _run_trial(trial: Trial, encoder: FeatureEncoder, splits_xy: tuple, labels: 
     if plots:
         importance = feature_importance(
             estimator if trial.family != "xgboost" else _xgb_importance(estimator, encoder),
-            len(encoder.columns),
+            encoder.n_features,
         )
         plot_dir = folder / "plots"
-        save_plots(plot_dir, y_val, probability, model.threshold, list(encoder.columns),
-                   importance)
+        model.task.plots(plot_dir, y_val, scores, list(encoder.feature_names), importance)
     return tracking.TrialRecord(trial.name, trial.family, trial.params, metrics,
                                 folder / tracking.MODEL_DATA_DIR, plot_dir, example)
 
@@ -96,7 +100,7 @@ class _Importance:
 
 def _xgb_importance(booster, encoder: FeatureEncoder) -> _Importance:
     gains = booster.get_score(importance_type="gain")
-    values = np.array([gains.get(f"f{i}", 0.0) for i in range(len(encoder.columns))])
+    values = np.array([gains.get(f"f{i}", 0.0) for i in range(encoder.n_features)])
     return _Importance(values / values.sum() if values.sum() else values)
 
 
@@ -106,13 +110,14 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
     started = time.perf_counter()
     dataset = load_dataset(cfg.data)
     splits: Splits = split_dataset(dataset, cfg.split)
-    encoder = FeatureEncoder.fit(splits.train.frame, dataset.feature_columns, dataset.categorical,
+    task = dataset.task
+    metric = primary_metric(cfg, task)
+    encoder = FeatureEncoder.fit(splits.train.frame, dataset.feature_columns, dataset.kinds,
                                  cfg.data.features.max_categories)
     X_train = encoder.encode_frame(splits.train.frame)
     X_val = encoder.encode_frame(splits.validation.frame)
     example = splits.validation.X.head(3).reset_index(drop=True)
     xy = (X_train, splits.train.y, X_val, splits.validation.y, example)
-    labels = (dataset.positive_label, dataset.negative_label)
     trials = sample_trials(cfg.training.candidates, cfg.training.seed)
     window = dataset.window_bounds()
     rows = {"train": len(splits.train.frame), "validation": len(splits.validation.frame),
@@ -126,11 +131,15 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
         "ctloop.window_end": str(cfg.data.window.end or window[1]),
         **(extra_tags or {}),
     }
-    params = {"n_trials": len(trials), "primary_metric": cfg.training.primary_metric,
+    tags.update(column_tags(dataset))
+    params = {"n_trials": len(trials), "primary_metric": metric, "task": task.kind,
               "features": ",".join(dataset.feature_columns), "target": dataset.target,
-              "positive_label": dataset.positive_label, **{f"rows_{k}": v for k, v in
-                                                           rows.items()}}
-    result = TrainResult("", cfg.name, cfg.training.primary_metric, window=window, rows=rows)
+              **{f"rows_{k}": v for k, v in rows.items()}}
+    if task.kind == "binary":
+        params["positive_label"] = task.positive_label
+    result = TrainResult("", cfg.name, metric, task=task.describe(),
+                         task_reason=dataset.task_reason, window=window, rows=rows,
+                         excluded=dict(dataset.excluded), notes=dict(dataset.notes))
     if on_progress:
         on_progress(0, len(trials), None)
     with (
@@ -150,20 +159,47 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
         with _trial_parallelism(cfg, len(trials), shared=[encoder, xy]) as n_jobs:
             jobs = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
             if cfg.compute.backend == "local":
-                done = jobs(delayed(_run_trial)(t, encoder, xy, labels, workdir,
+                done = jobs(delayed(_run_trial)(t, encoder, xy, task, workdir,
                                                 cfg.training.plots) for t in trials)
             else:  # a Dask worker may be another machine: its files come back as bytes
                 done = (_unpack_trial(record, payload, workdir) for record, payload in jobs(
-                    delayed(_run_trial_shipped)(t, encoder, xy, labels, cfg.training.plots)
+                    delayed(_run_trial_shipped)(t, encoder, xy, task, cfg.training.plots)
                     for t in trials))
-            result.trials = list(_log_trials(run, done, encoder, labels[0], tags, len(trials),
+            result.trials = list(_log_trials(run, done, encoder, task, tags, len(trials),
                                              on_progress))
         result.phases["trials_fit_and_logged"] = round(time.perf_counter() - trials_started, 2)
-        metric = cfg.training.primary_metric
-        result.trials.sort(key=lambda t: sort_key(metric)(t.metrics[metric]))
+        key = task.sort_key(metric)
+        result.trials.sort(key=lambda t: _nan_last(key(t.metrics.get(metric, float("nan")))))
         run.mark_best(result.best.run_id, metric, result.best.metrics[metric])
     result.seconds = time.perf_counter() - started
     return result
+
+
+def primary_metric(cfg: Config, task: Task) -> str:
+    """The configured primary metric, or the task's default; a clear error if it does not
+    belong to the task (e.g. roc_auc on a regression table)."""
+    metric = cfg.training.primary_metric or task.default_metric
+    try:
+        return task.check_metric(metric, "training.primary_metric")
+    except TaskError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def column_tags(dataset: Dataset) -> dict[str, str]:
+    """How the table was read, on the run: the task and why, each column's kind, and every
+    column that was left out or rows that were dropped, with the reason."""
+    tags = {"ctloop.task": dataset.task.kind, "ctloop.task_reason": dataset.task_reason,
+            "ctloop.feature_kinds": ", ".join(f"{c}:{k}" for c, k in dataset.kinds.items())}
+    if dataset.excluded:
+        tags["ctloop.excluded_columns"] = "; ".join(
+            f"{c}: {why}" for c, why in dataset.excluded.items())
+    if dataset.notes:
+        tags["ctloop.column_notes"] = "; ".join(f"{c}: {n}" for c, n in dataset.notes.items())
+    return tags
+
+
+def _nan_last(key: float) -> float:
+    return float("inf") if key != key else key
 
 
 def _n_jobs(cfg: Config, n_trials: int) -> int:
@@ -175,14 +211,14 @@ def _n_jobs(cfg: Config, n_trials: int) -> int:
 
 
 def _log_trials(run: tracking.TrainingRun, done: Iterator[tracking.TrialRecord],
-                encoder: FeatureEncoder, positive_label: object, tags: dict[str, str],
+                encoder: FeatureEncoder, task: Task, tags: dict[str, str],
                 total: int, on_progress: ProgressCallback | None) -> Iterator[TrialResult]:
     """Log each trial as it finishes (in the parent: one MLflow client, one parent run).
 
     The signature comes from the parent's own encoder: no need to load each saved model back.
     """
     for count, record in enumerate(done, 1):
-        run_id = run.log_trial(record, encoder, positive_label, tags)
+        run_id = run.log_trial(record, encoder, task, tags)
         trial = TrialResult(record.name, record.family, run_id, dict(record.metrics))
         if on_progress:
             on_progress(count, total, trial)
@@ -221,12 +257,12 @@ def _trial_parallelism(cfg: Config, n_trials: int, shared: list) -> Iterator[int
             yield -1
 
 
-def _run_trial_shipped(trial: Trial, encoder: FeatureEncoder, splits_xy: tuple, labels: tuple,
+def _run_trial_shipped(trial: Trial, encoder: FeatureEncoder, splits_xy: tuple, task: Task,
                        plots: bool) -> tuple[tracking.TrialRecord, bytes]:
     """A trial on a Dask worker: its model and plot files come back as a tar, since the
     worker need not share a file system with the process that logs to MLflow."""
     with tempfile.TemporaryDirectory(prefix="ctloop-trial-") as tmp:
-        record = _run_trial(trial, encoder, splits_xy, labels, tmp, plots)
+        record = _run_trial(trial, encoder, splits_xy, task, tmp, plots)
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
             tar.add(Path(tmp) / trial.name, arcname=trial.name)

@@ -161,14 +161,14 @@ class ScoringApp:
             body = await self._read_body(headers, receive)
             served = self.holder.current  # one read: the whole request uses this version
             if len(body) <= INLINE_BYTES:
-                probability, labels = _score(served.model, body, mime)
+                scores = _score(served.model, body, mime)
             else:
-                probability, labels = await asyncio.to_thread(_score, served.model, body, mime)
+                scores = await asyncio.to_thread(_score, served.model, body, mime)
         except RequestError as exc:
             return await _error(send, exc)
-        out = predictions_body(probability, labels)
+        out = predictions_body(served.model.task, scores)
         event_id = str(uuid.uuid4())
-        self.scored_rows += len(labels)
+        self.scored_rows += len(scores)
         if self.capture is not None:
             inference_id = headers.get(b"x-amzn-sagemaker-inference-id")
             self.capture.record(Event(event_id, time.time(), content_type, body, out,
@@ -199,9 +199,7 @@ class ScoringApp:
 
 
 def _score(model, body: bytes, mime: str):
-    X = encode_request(body, mime, model.encoder)
-    probability = model.predict_proba_encoded(X)
-    return probability, model.labels_for(probability)
+    return model.scores_encoded(encode_request(body, mime, model.encoder))
 
 
 def _too_large(size: int, limit: int) -> RequestError:

@@ -1,7 +1,8 @@
 """Batch scoring of a CSV or Parquet file, streamed in chunks so memory stays flat.
 
-The output holds every input column plus `probability` and `label` (prefixed `predicted_` when
-the input already has such columns), in the format its suffix names. It is written to a temp
+The output holds every input column plus the model's outputs (binary `probability` and `label`,
+multiclass a probability per class and `label`, regression `prediction`; prefixed `predicted_`
+when the input already has such columns), in the format its suffix names. It is written to a temp
 file next to the target and renamed at the end, so a failure never leaves a partial file.
 """
 
@@ -14,7 +15,6 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from ctloop.data import DataError
@@ -44,11 +44,11 @@ def _csv_batches(path: Path, model: TabularModel) -> Iterator[tuple[pa.RecordBat
         header = handle.readline().decode("utf-8", errors="replace").rstrip("\r\n")
     columns = next(csv.reader([header]), [])
     _check_columns(path, columns, model)
-    categorical = set(model.encoder.vocabularies)
-    # Feature columns get the model's types; the rest stay text so no later block can fail
-    # type inference and the CSV output reproduces them exactly.
-    types = {c: (pa.float64() if c in model.feature_columns and c not in categorical
-                 else pa.string()) for c in columns}  # fmt: skip
+    numeric = {c for c, kind in model.encoder.kinds.items() if kind == "numeric"}
+    # Numeric features are read as numbers; the rest (text, booleans, dates and non-feature
+    # columns) stay text, so no later block can fail type inference, the encoder parses them
+    # as it does request values, and the CSV output reproduces them exactly.
+    types = {c: pa.float64() if c in numeric else pa.string() for c in columns}
     handle = open(path, "rb")  # noqa: SIM115 - closed in finally; tell() drives progress
     try:
         reader = pcsv.open_csv(
@@ -82,19 +82,23 @@ def _check_columns(path: Path, columns: list[str], model: TabularModel) -> None:
                         f"(the model takes {list(model.feature_columns)})")  # fmt: skip
 
 
-def _output_names(columns: list[str]) -> tuple[str, str]:
-    if "probability" in columns or "label" in columns:
-        return "predicted_probability", "predicted_label"
-    return "probability", "label"
+def _output_names(columns: list[str], model: TabularModel) -> dict[str, str]:
+    """The model's output columns, prefixed `predicted_` if the input already has one."""
+    outputs = model.task.output_columns
+    clash = any(name in columns for name in outputs)
+    return {name: f"predicted_{name}" if clash else name for name in outputs}
 
 
-def score_batch(model: TabularModel, batch: pa.RecordBatch, names: tuple[str, str]) -> pa.Table:
+def score_batch(model: TabularModel, batch: pa.RecordBatch, names: dict[str, str]) -> pa.Table:
     frame = batch.select(list(model.feature_columns)).to_pandas()
-    probability = model.predict_proba_encoded(model.encode(frame))
-    labels = np.where(probability >= model.threshold, model.positive_label, model.negative_label)
+    outputs = model.task.output_frame(model.scores(frame))
     table = pa.Table.from_batches([batch])
-    table = table.append_column(names[0], pa.array(probability, type=pa.float64()))
-    return table.append_column(names[1], pa.array(labels.tolist()))
+    for name, column in outputs.items():
+        values = column.to_numpy()
+        array = pa.array(values, type=pa.float64()) if values.dtype.kind == "f" else pa.array(
+            column.tolist())
+        table = table.append_column(names[name], array)
+    return table
 
 
 class _Writer:
@@ -141,7 +145,7 @@ def predict_file(model: TabularModel, source: str | Path, target: str | Path,
     rows, names = 0, None
     try:
         for batch, fraction in batches:
-            names = names or _output_names(batch.schema.names)
+            names = names or _output_names(batch.schema.names, model)
             writer.write(score_batch(model, batch, names))
             rows += batch.num_rows
             if on_progress:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from ctloop import registry, tracking
 from ctloop.model import TabularModel
-from ctloop.serve.protocol import JSON, encode_request, is_finite_probability
+from ctloop.serve.protocol import JSON, encode_request
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +68,9 @@ def check_model(model: TabularModel, example: bytes | None) -> None:
             b'"%s": null' % c.encode() for c in model.feature_columns
         )
     X = encode_request(example, JSON, model.encoder)
-    probability = model.predict_proba_encoded(X)
-    if len(probability) != len(X) or not is_finite_probability(probability):
-        raise ValueError(f"scoring the input example gave {probability[:5]!r}, "
-                         "not probabilities in [0, 1]")  # fmt: skip
+    problem = model.task.check_scores(model.scores_encoded(X), len(X))
+    if problem:
+        raise ValueError(f"scoring the input example: {problem}")
 
 
 class ModelHolder:

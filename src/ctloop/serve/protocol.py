@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 import orjson
 
 from ctloop.features import EncodingError, FeatureEncoder
+from ctloop.tasks import Task
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -277,15 +277,8 @@ def _json_kind(value: Any) -> str:
     return type(value).__name__
 
 
-def predictions_body(probability: np.ndarray, labels: Sequence[Any]) -> bytes:
-    """`{"predictions": [{"probability": p, "label": l}, ...]}`, as `mlflow models serve`."""
-    return orjson.dumps({"predictions": [
-        {"probability": p, "label": lab} for p, lab in zip(probability.tolist(), labels,
-                                                           strict=True)
-    ]})  # fmt: skip
-
-
-def is_finite_probability(probability: np.ndarray) -> bool:
-    return bool(probability.size) and all(
-        0.0 <= p <= 1.0 and not math.isnan(p) for p in probability.tolist()
-    )
+def predictions_body(task: Task, scores: np.ndarray) -> bytes:
+    """`{"predictions": [{...one object per row...}]}`, as `mlflow models serve` answers a
+    DataFrame: binary `probability` + `label`, multiclass `probability_<class>`... + `label`,
+    regression `prediction`."""
+    return orjson.dumps({"predictions": task.output_records(scores)})
