@@ -90,9 +90,14 @@ def _decide(series: pd.Series, col: str, spec: FeatureSpec, source: str,
                                                                utc=True)))
     text = _is_text(series, values)
     if text:
-        stamps = _parsed_dates(values)
-        if stamps is not None:
-            return "datetime", _date_note(stamps)
+        parsed = _parsed_dates(values)
+        if parsed is not None:
+            stamps, junk = parsed
+            note = _date_note(stamps)
+            if junk is not None:
+                note += (f"; some values are not dates (e.g. {junk!r}): make them empty, "
+                         "or training fails on them")
+            return "datetime", note
     numeric = not text and _is_numeric(series, values)
     if _is_id_like(col, values, distinct, text, numeric):
         return None, "ID-like: unique per row"
@@ -164,10 +169,11 @@ def _as_naive(series: pd.Series) -> pd.Series:
     return series
 
 
-def _parsed_dates(values: pd.Series) -> pd.Series | None:
-    """The sampled values as datetimes if text looks like dates, else None."""
+def _parsed_dates(values: pd.Series) -> tuple[pd.Series, str | None] | None:
+    """The sampled values as datetimes (and a non-date example) if text looks like dates."""
+    if len(values) > DATE_SAMPLE:
+        values = values.sample(DATE_SAMPLE, random_state=0)
     sample = values.astype(str).str.strip()
-    sample = sample.sample(DATE_SAMPLE, random_state=0) if len(sample) > DATE_SAMPLE else sample
     shaped = sample.str.contains(_DATE_SHAPE) & ~sample.str.fullmatch(_NUMBER)
     if shaped.mean() < DATE_SHARE:
         return None
@@ -178,7 +184,8 @@ def _parsed_dates(values: pd.Series) -> pd.Series | None:
     ok = stamps.notna() & shaped
     if ok.mean() < DATE_SHARE:
         return None
-    return stamps[ok].dt.tz_localize(None)
+    junk = None if ok.all() else str(sample[~ok].iloc[0])
+    return stamps[ok].dt.tz_localize(None), junk
 
 
 def _parse_one_by_one(texts: pd.Series) -> pd.Series:

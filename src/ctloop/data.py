@@ -223,15 +223,23 @@ def _feature_candidates(cfg: DataConfig, frame: pd.DataFrame, source: str, targe
     return [c for c in frame.columns if c not in excluded]
 
 
-def _normalise(frame: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
+def _normalise(frame: pd.DataFrame, kinds: dict[str, str],
+               notes: dict[str, str]) -> pd.DataFrame:
     """Numbers as float64 and text as object with None for missing, so the logged reference
-    and holdout read back with the types the monitor compares against."""
+    and holdout read back with the types the monitor compares against. A date column with a
+    few values that are not dates (its note says so) has those blanked: missing, not fatal."""
     out = frame.copy()
     for col, kind in kinds.items():
         if kind == "numeric" and not pd.api.types.is_float_dtype(out[col]):
             out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
         elif kind == "categorical":
             out[col] = out[col].astype(object).where(out[col].notna(), None)
+        elif kind == "datetime" and "not dates" in notes.get(col, ""):
+            values = out[col].dropna().unique()
+            parsed = pd.Series(pd.to_datetime(values, errors="coerce", format="mixed"),
+                               index=values)
+            keep = out[col].map(parsed.notna()).fillna(False).astype(bool)
+            out[col] = out[col].astype(object).where(keep, None)
     return out
 
 
@@ -280,12 +288,12 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     try:
         plan = plan_columns(frame, columns, cfg.features, source,
                             explicit=cfg.features.include is not None)
-    except ColumnError as exc:
-        raise DataError(f"{source}: {exc}") from None
+    except ColumnError as exc:  # its message already names the source and column
+        raise DataError(str(exc)) from None
     if not plan.kinds:
         raise DataError(f"{source}: no usable feature columns ("
                         + "; ".join(f"{c}: {why}" for c, why in plan.excluded.items()) + ")")
-    frame = _normalise(frame, plan.kinds)
+    frame = _normalise(frame, plan.kinds, plan.notes)
     log.info("loaded %s: %d rows, %d features, task %s", source, len(frame), len(plan.kinds),
              task.kind)
     return Dataset(

@@ -395,13 +395,20 @@ def evaluate_floors(
         return make_metric(eval_fn=eval_fn, greater_is_better=name not in task.lower_is_better,
                            name=name)
 
-    data = pd.DataFrame({"prediction": _predicted(task, np.asarray(scores)), "target": y})
-    result = mlflow.models.evaluate(
-        data=data, predictions="prediction", targets="target",
-        model_type=task.mlflow_model_type,
-        extra_metrics=[metric_fn(n) for n in floors if n in ours],
-        evaluator_config={"log_model_explainability": False},
-    )
+    truth, predicted, config = _evaluation_columns(task, np.asarray(y), np.asarray(scores))
+    data = pd.DataFrame({"prediction": predicted, "target": truth})
+    evaluation_log = logging.getLogger("mlflow.models.evaluation")
+    level = evaluation_log.level
+    evaluation_log.setLevel(logging.ERROR)  # its label-based type guess misfires on small sets
+    try:
+        result = mlflow.models.evaluate(
+            data=data, predictions="prediction", targets="target",
+            model_type=task.mlflow_model_type,
+            extra_metrics=[metric_fn(n) for n in floors if n in ours],
+            evaluator_config={"log_model_explainability": False, **config},
+        )
+    finally:
+        evaluation_log.setLevel(level)
     unknown = [n for n in floors if n not in result.metrics]
     if unknown:
         raise ValueError(f"gate.floors: unknown metric '{unknown[0]}' for a {task.kind} model "
@@ -418,13 +425,18 @@ def evaluate_floors(
     return {k: float(v) for k, v in result.metrics.items()}, failures
 
 
-def _predicted(task: Task, scores: np.ndarray) -> np.ndarray:
-    """What MLflow's evaluator calls predictions: class codes, or the regression values."""
+def _evaluation_columns(task: Task, y: np.ndarray,
+                        scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Targets and predictions as MLflow's evaluator wants them: class names for classifiers
+    (so its per-class artifacts are readable), values for regressors."""
+    if task.kind == "regression":
+        return y, scores, {}
     if task.kind == "multiclass":
-        return scores.argmax(axis=1)
-    if task.kind == "binary":
-        return (scores >= getattr(task, "threshold", 0.5)).astype(int)
-    return scores
+        names = np.array([str(c) for c in task.classes], dtype=object)
+        return names[y.astype(int)], names[scores.argmax(axis=1)], {}
+    positive, negative = str(task.positive_label), str(task.negative_label)
+    predicted = np.where(scores >= task.threshold, positive, negative)
+    return np.where(y == 1, positive, negative), predicted, {"pos_label": positive}
 
 
 def _higher_is_better(task: Task, name: str) -> bool:

@@ -33,7 +33,7 @@ def test_user_csv_types_are_inferred_and_missing_values_kept(churn_csv):
     assert set(ds.categorical) == {"contract", "internet"}
     assert set(ds.numeric) == {"tenure", "monthly_charges"}
     assert ds.frame["monthly_charges"].isna().any() and ds.frame["internet"].isna().any()
-    assert ds.positive_label == "Yes" and ds.negative_label == "No"
+    assert ds.task.positive_label == "Yes" and ds.task.negative_label == "No"
     assert set(np.unique(ds.y)) == {0, 1}
 
 
@@ -56,15 +56,16 @@ def test_errors_name_the_file_and_column(tmp_path, churn_csv):
         (churn_cfg(bad(tmp_path, frame.drop(columns="churn"))), "target column 'churn' not found"),
         (churn_cfg(bad(tmp_path, frame.assign(churn="No"))), "'churn' has a single class"),
         (churn_cfg(bad(tmp_path, frame.head(50))), "only 50 rows, need at least 100"),
-        (churn_cfg(bad(tmp_path, frame.assign(notes=np.nan))),
-         "feature column 'notes' is entirely"),
+        (churn_cfg(bad(tmp_path, frame.assign(notes=np.nan)),
+                   features=FeatureSpec(include=("tenure", "notes"))),
+         "'notes' is entirely empty"),
         (churn_cfg(bad(tmp_path, frame.assign(tenure=frame["tenure"].astype(object)
                                               .where(frame.index % 5 > 0, "unknown"))),
                    features=FeatureSpec(numeric=("tenure",))),
          "column 'tenure' is declared numeric but has non-numeric values"),
         (churn_cfg(bad(tmp_path, frame.assign(churn=frame["churn"].str.replace("No", "Maybe")
                                               .where(frame.index % 3 > 0, "No")))),
-         "has 3 classes"),
+         "positive_label is only for binary targets; this one is multiclass"),
         (DataConfig(source=str(churn_csv), target="churn", positive_label="yes!"),
          "positive_label 'yes!' does not occur"),
         (churn_cfg(churn_csv, window=Window(start="2020-01-01")), "needs data.time_column"),

@@ -8,8 +8,16 @@ from ctloop.metrics import (
     _auc_sampler,
     choose_threshold,
     classification_metrics,
-    paired_bootstrap,
 )
+from ctloop.metrics import paired_bootstrap as bootstrap
+from ctloop.tasks import BinaryTask
+
+TASK = BinaryTask(1, 0)
+
+
+def paired_bootstrap(metric, y, new, old, resamples):
+    return bootstrap(TASK.sampler(metric, y, new), TASK.sampler(metric, y, old), len(y),
+                     metric in TASK.lower_is_better, resamples)
 
 
 def scores(n=4000, signal=1.0, seed=0):

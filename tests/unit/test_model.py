@@ -9,6 +9,7 @@ import pytest
 from ctloop.candidates import Trial, fit_estimator
 from ctloop.features import FeatureEncoder
 from ctloop.model import ModelLoadError, TabularModel, _load_pyfunc
+from ctloop.tasks import BinaryTask
 from tests.conftest import make_churn
 
 
@@ -20,14 +21,15 @@ def churn():
     return frame, encoder, encoder.encode_frame(frame), (frame["churn"] == "Yes").to_numpy(int)
 
 
-@pytest.mark.parametrize("family", ["xgboost", "logistic_regression", "hist_gradient_boosting",
+@pytest.mark.parametrize("family", ["xgboost", "linear", "hist_gradient_boosting",
                                     "random_forest"])
 def test_each_family_round_trips_and_predicts_raw_columns(churn, family, tmp_path):
     frame, encoder, X, y = churn
-    estimator = fit_estimator(Trial(0, family, {}, 1), X, y, encoder.categorical_indices)
+    estimator = fit_estimator(Trial(0, family, {}, 1), "binary", X, y,
+                              encoder.categorical_indices)
     if family == "xgboost":
         estimator = estimator.get_booster()
-    model = TabularModel(encoder, estimator, family, 0.4, "Yes", "No")
+    model = TabularModel(encoder, estimator, family, BinaryTask("Yes", "No", 0.4))
     model.save(tmp_path / "m")
     assert "pickle" not in json.loads((tmp_path / "m/model.json").read_text())["estimator_file"]
     loaded = _load_pyfunc(str(tmp_path / "m"))
@@ -51,8 +53,8 @@ def test_untrusted_types_in_a_skops_file_are_refused(churn, tmp_path):
 
     _, encoder, X, y = churn
     hostile = make_pipeline(FunctionTransformer(os.system),
-                            fit_estimator(Trial(0, "logistic_regression", {}, 1), X, y, [2, 3]))
-    model = TabularModel(encoder, hostile, "logistic_regression", 0.5, "Yes", "No")
+                            fit_estimator(Trial(0, "linear", {}, 1), "binary", X, y, [2, 3]))
+    model = TabularModel(encoder, hostile, "linear", BinaryTask("Yes", "No"))
     model.save(tmp_path / "m")
     with pytest.raises(ModelLoadError, match="refusing to load untrusted type"):
         TabularModel.load(tmp_path / "m")
@@ -65,7 +67,7 @@ def test_a_folder_that_is_not_a_model_is_a_clear_error(tmp_path):
 
 def test_records_without_pandas_frames_are_accepted(churn, tmp_path):
     frame, encoder, X, y = churn
-    estimator = fit_estimator(Trial(0, "logistic_regression", {}, 1), X, y, [2, 3])
-    model = TabularModel(encoder, estimator, "logistic_regression", 0.5, "Yes", "No")
+    estimator = fit_estimator(Trial(0, "linear", {}, 1), "binary", X, y, [2, 3])
+    model = TabularModel(encoder, estimator, "linear", BinaryTask("Yes", "No"))
     records = frame.drop(columns=["churn"]).head(3).to_dict(orient="records")
     assert len(model.predict(pd.DataFrame(records))) == 3

@@ -8,6 +8,7 @@ from ctloop.candidates import Trial, fit_estimator
 from ctloop.config import Config
 from ctloop.features import FeatureEncoder
 from ctloop.model import TabularModel
+from ctloop.tasks import BinaryTask, RegressionTask
 from tests.conftest import make_churn
 
 
@@ -22,9 +23,12 @@ def churn_model():
     columns = ["tenure", "monthly_charges", "contract", "internet"]
     encoder = FeatureEncoder.fit(frame, columns, ["contract", "internet"])
     X, y = encoder.encode_frame(frame), (frame["churn"] == "Yes").to_numpy(int)
-    estimator = fit_estimator(Trial(0, "logistic_regression", {}, 1), X, y,
+    estimator = fit_estimator(Trial(0, "linear", {}, 1), "binary", X, y,
                               encoder.categorical_indices)
-    return TabularModel(encoder, estimator, "logistic_regression", 0.5, "Yes", "No"), frame
+    return TabularModel(encoder, estimator, "linear", BinaryTask("Yes", "No")), frame
+
+
+BINARY = BinaryTask(1, 0)
 
 
 def test_no_regression_passes_a_clearly_better_model_and_fails_an_equal_one():
@@ -33,21 +37,41 @@ def test_no_regression_passes_a_clearly_better_model_and_fails_an_equal_one():
     strong = np.clip(0.5 * y + 0.5 * rng.random(3000), 0, 1)
     weak = np.clip(0.1 * y + 0.9 * rng.random(3000), 0, 1)
     cfg = config(min_delta=0.01)
-    assert select._no_regression(cfg, y, strong, weak).passed
-    same = select._no_regression(cfg, y, weak, weak)
+    assert select._no_regression(cfg, BINARY, y, strong, weak).passed
+    same = select._no_regression(cfg, BINARY, y, weak, weak)
     assert not same.passed and "needs >= +0.0100" in same.detail
-    assert not select._no_regression(cfg, y, weak, strong).passed
+    assert not select._no_regression(cfg, BINARY, y, weak, strong).passed
+
+
+def test_no_regression_knows_lower_rmse_is_better():
+    rng = np.random.default_rng(1)
+    y = rng.normal(0, 1, 2000)
+    close, far = y + rng.normal(0, 0.3, 2000), y + rng.normal(0, 1.0, 2000)
+    cfg = Config.model_validate({"name": "g", "data": {"source": "x.csv"},
+                                 "gate": {"bootstrap_resamples": 200}})
+    better = select._no_regression(cfg, RegressionTask(), y, close, far)
+    assert better.passed and better.evidence["metric"] == "rmse"
+    assert "lower is better" in better.detail and better.evidence["improvement"] > 0.3
+    assert not select._no_regression(cfg, RegressionTask(), y, far, close).passed
 
 
 def test_guards_allow_small_losses_and_refuse_large_ones():
     cfg = config(guards={"log_loss": 0.02, "recall": 0.05})
     old = {"log_loss": 0.50, "recall": 0.60}
-    assert select._guards(cfg, {"log_loss": 0.51, "recall": 0.58}, old).passed
-    failed = select._guards(cfg, {"log_loss": 0.55, "recall": 0.50}, old)
+    assert select._guards(cfg, BINARY, {"log_loss": 0.51, "recall": 0.58}, old).passed
+    failed = select._guards(cfg, BINARY, {"log_loss": 0.55, "recall": 0.50}, old)
     assert not failed.passed
     assert "log_loss worse by 0.0500" in failed.detail and "recall worse by 0.1000" in failed.detail
-    with pytest.raises(select.SelectionError, match="unknown metric 'auc'"):
-        select._guards(config(guards={"auc": 0.1}), {"log_loss": 1}, {"log_loss": 1})
+    with pytest.raises(select.SelectionError, match="'auc' is not a binary metric"):
+        select._guards(config(guards={"auc": 0.1}), BINARY, {"log_loss": 1}, {"log_loss": 1})
+
+
+def test_default_floors_and_guards_follow_the_task():
+    cfg = config()
+    assert select.gate_floors(cfg, RegressionTask()) == {"r2": 0.0}
+    assert select.gate_guards(cfg, RegressionTask()) == {}
+    assert select.gate_floors(cfg, BINARY) == {"roc_auc": 0.6}
+    assert select.gate_guards(config(guards={}), BINARY) == {}
 
 
 def test_invariance_detects_a_column_that_moves_predictions(churn_model):
@@ -63,10 +87,10 @@ def test_invariance_detects_a_column_that_moves_predictions(churn_model):
 
 def test_signature_must_list_exactly_the_raw_columns_with_their_types(churn_model):
     model, _ = churn_model
-    right = {"tenure": "double", "monthly_charges": "double", "contract": "string",
+    right = {"tenure": "any", "monthly_charges": "any", "contract": "string",
              "internet": "string"}
     assert select._signature(right, model).passed
-    wrong = {**right, "contract": "double", "extra": "string"}
+    wrong = {**right, "contract": "any", "extra": "string"}
     wrong.pop("tenure")
     gate = select._signature(wrong, model)
     assert not gate.passed and "['tenure']" in gate.detail and "['extra']" in gate.detail

@@ -264,7 +264,7 @@ def _check_finite(X: np.ndarray, encoder: FeatureEncoder) -> None:
     """Missing values (null/NaN) are allowed by the schema; infinities are not."""
     if np.isinf(X).any():
         bad_at = np.argwhere(np.isinf(X))[0]
-        column = encoder.columns[int(bad_at[1])]
+        column = encoder.feature_names[int(bad_at[1])]  # only numeric columns can be infinite
         raise invalid(f"row {int(bad_at[0])}, column '{column}': infinite values are not "
                       "allowed (send null for a missing value)")
 
