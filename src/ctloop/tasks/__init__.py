@@ -17,8 +17,8 @@ from ctloop.tasks.binary import BinaryTask
 from ctloop.tasks.multiclass import MulticlassTask
 from ctloop.tasks.regression import RegressionTask
 
-__all__ = ["BY_KIND", "KINDS", "BinaryTask", "MulticlassTask", "RegressionTask", "Task", "TaskError",
-           "from_json", "resolve_task"]
+__all__ = ["BY_KIND", "KINDS", "BinaryTask", "MulticlassTask", "RegressionTask", "Task",
+           "TaskError", "from_json", "resolve_task"]
 
 KINDS = ("binary", "multiclass", "regression")
 BY_KIND: dict[str, type[Task]] = {"binary": BinaryTask, "multiclass": MulticlassTask,
