@@ -88,15 +88,18 @@ def test_plots_are_logged_and_the_model_loads_in_a_fresh_process(tmp_path, mlflo
 def test_bad_input_is_one_line_on_stderr_and_leaves_no_running_run(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     frame = make_churn(300)
-    frame.assign(notes=None).to_csv(tmp_path / "empty_col.csv", index=False)
+    frame.to_csv(tmp_path / "churn.csv", index=False)
+    frame.assign(churn=frame["churn"].map({"Yes": "y", "No": "n"})).to_csv(
+        tmp_path / "unlabelled.csv", index=False)
     cases = {
-        "missing.csv": "missing.csv: file not found",
-        "empty_col.csv": "feature column 'notes' is entirely empty",
+        ("missing.csv", "  positive_label: 'Yes'\n"): "missing.csv: file not found",
+        ("unlabelled.csv", ""): "set data.positive_label to the positive one",
+        ("churn.csv", "  positive_label: 'Yes'\ntraining: {primary_metric: rmse}\n"):
+            "training.primary_metric: 'rmse' is not a binary metric",
     }
-    for source, message in cases.items():
-        config = tmp_path / f"{source}.yaml"
-        config.write_text(f"name: bad\ndata:\n  source: {source}\n  target: churn\n"
-                          "  positive_label: 'Yes'\n")
+    for (source, extra), message in cases.items():
+        config = tmp_path / f"{source}-{len(extra)}.yaml"
+        config.write_text(f"name: bad\ndata:\n  source: {source}\n  target: churn\n{extra}")
         done = ctloop("train", "--config", str(config), cwd=tmp_path, env_uri=uri)
         assert done.returncode == 1
         lines = [line for line in done.stderr.splitlines() if line.strip()]
