@@ -174,6 +174,7 @@ class ServeConfig(_Section):
     workers: int = Field(default=0, ge=0, description="0 = one per CPU core, at most 4")
     poll_seconds: float = Field(default=2.0, gt=0)
     max_body_bytes: int = Field(default=5_000_000, ge=1024)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)  # longest a body may take to arrive
     capture: CaptureConfig = CaptureConfig()
 
 

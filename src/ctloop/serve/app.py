@@ -6,6 +6,11 @@ A framework's routing, middleware and request objects cost more than scoring one
 
 Small requests are parsed and scored inline on the event loop (no thread hop); bodies above
 `INLINE_BYTES` are scored in a worker thread so one big batch cannot stall other clients.
+
+A body over `serve.max_body_bytes` is read and dropped (up to `DISCARD_BYTES`) before the 413
+goes out: a client that is still sending would otherwise see a reset connection instead of the
+answer. Reading a body may take at most `serve.body_timeout_seconds` (then 408), so a client
+that trickles its body cannot hold a request open forever.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from ctloop.serve.protocol import RequestError, encode_request, media_type, pred
 log = logging.getLogger(__name__)
 
 INLINE_BYTES = 64 * 1024
+DISCARD_BYTES = 64 * 1024 * 1024  # at least this much of an oversized body is read and dropped
+CLOSING_STATUSES = (408, 413)  # the body was not read to its end: the connection cannot be reused
 LOOPBACK_CLIENTS = ("127.0.0.1", "::1", "localhost")
 ROUTES: dict[str, tuple[str, ...]] = {
     "/invocations": ("POST",), "/ping": ("GET", "HEAD"), "/health": ("GET",),
@@ -43,10 +50,55 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 class Settings:
     max_body_bytes: int
     token: str | None = None
+    body_timeout_seconds: float = 30.0
 
 
 class _Disconnected(Exception):
     pass
+
+
+class _Deadlines:
+    """Cancels body reads that outlive their time, with one timer for all of them.
+
+    Measured on uvloop: `asyncio.timeout` around each read adds ~7 us, this ~1 us, to a
+    single-row request of ~500 us. The timer runs only while reads are in flight; a read may
+    overrun its deadline by at most one tick.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._tick = min(seconds / 4, 0.5)
+        self._reads: dict[asyncio.Task, float] = {}
+        self._expired: set[asyncio.Task] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def enter(self, task: asyncio.Task) -> None:
+        loop = asyncio.get_running_loop()
+        self._reads[task] = loop.time() + self.seconds
+        if self._timer is None or self._loop is not loop:
+            self._loop = loop
+            self._timer = loop.call_later(self._tick, self._sweep)
+
+    def leave(self, task: asyncio.Task) -> None:
+        del self._reads[task]
+        self._expired.discard(task)
+
+    def absorb(self, task: asyncio.Task) -> bool:
+        """Undo `task`'s cancellation if it was this timer's (not the server shutting down)."""
+        if task not in self._expired:
+            return False
+        task.uncancel()
+        return True
+
+    def _sweep(self) -> None:
+        loop = self._loop
+        now = loop.time()
+        for task, deadline in list(self._reads.items()):
+            if deadline <= now and task not in self._expired:
+                self._expired.add(task)
+                task.cancel()
+        self._timer = loop.call_later(self._tick, self._sweep) if self._reads else None
 
 
 class ScoringApp:
@@ -62,6 +114,7 @@ class ScoringApp:
         self.started = time.time()
         self.scored_rows = 0
         self._token = settings.token.encode() if settings.token else None
+        self._deadlines = _Deadlines(settings.body_timeout_seconds)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -165,7 +218,8 @@ class ScoringApp:
             else:
                 scores = await asyncio.to_thread(_score, served.model, body, mime)
         except RequestError as exc:
-            return await _error(send, exc)
+            close = exc.status in CLOSING_STATUSES
+            return await _error(send, exc, extra=[(b"connection", b"close")] if close else None)
         out = predictions_body(served.model.task, scores)
         event_id = str(uuid.uuid4())
         self.scored_rows += len(scores)
@@ -180,9 +234,24 @@ class ScoringApp:
         ])  # fmt: skip
 
     async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
+        """The whole body, or 413/408 once it proves too big or too slow to arrive."""
+        task = asyncio.current_task()
+        self._deadlines.enter(task)
+        try:
+            return await self._receive_body(headers, receive)
+        except asyncio.CancelledError:
+            if not self._deadlines.absorb(task):
+                raise
+            raise _timed_out(self._deadlines.seconds) from None
+        finally:
+            self._deadlines.leave(task)
+
+    async def _receive_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         limit = self.settings.max_body_bytes
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
+            if headers.get(b"expect", b"").lower() != b"100-continue":  # else it waits for us
+                await self._discard(receive, 0, limit)
             raise _too_large(int(declared), limit)
         chunks, size = [], 0
         while True:
@@ -191,11 +260,35 @@ class ScoringApp:
                 raise _Disconnected
             chunk = message.get("body", b"")
             size += len(chunk)
+            more = message.get("more_body", False)
             if size > limit:
+                if more:
+                    await self._discard(receive, size, limit)
                 raise _too_large(size, limit)
             chunks.append(chunk)
-            if not message.get("more_body", False):
+            if not more:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _discard(self, receive: Receive, size: int, limit: int) -> None:
+        """Read and drop the rest of a refused body, so a client still sending reads the answer.
+
+        Bounded: past `max(4 * limit, DISCARD_BYTES)` bytes or the body deadline, stop and
+        answer anyway (the connection is closed after it).
+        """
+        cap = max(4 * limit, DISCARD_BYTES)
+        task = asyncio.current_task()
+        try:
+            while size < cap:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _Disconnected
+                size += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
+        except asyncio.CancelledError:
+            if not self._deadlines.absorb(task):
+                raise
+            # out of time while discarding: the 413 is still the better answer
 
 
 def _score(model, body: bytes, mime: str):
@@ -205,6 +298,12 @@ def _score(model, body: bytes, mime: str):
 def _too_large(size: int, limit: int) -> RequestError:
     return RequestError(413, "PAYLOAD_TOO_LARGE",
                         f"request body of {size}+ bytes exceeds serve.max_body_bytes = {limit}")
+
+
+def _timed_out(seconds: float) -> RequestError:
+    return RequestError(408, "REQUEST_TIMEOUT",
+                        f"the request body did not arrive within serve.body_timeout_seconds = "
+                        f"{seconds:g}")  # fmt: skip
 
 
 async def _respond(send: Send, status: int, body: bytes,

@@ -72,7 +72,8 @@ def build_app(cfg: Config, token: str | None = None) -> ScoringApp:
         capture = CaptureWriter(cfg.serve.capture.directory, endpoint=cfg.name,
                                 model_name=cfg.name,
                                 flush_seconds=cfg.serve.capture.flush_seconds)  # fmt: skip
-    settings = Settings(max_body_bytes=cfg.serve.max_body_bytes, token=token)
+    settings = Settings(max_body_bytes=cfg.serve.max_body_bytes, token=token,
+                        body_timeout_seconds=cfg.serve.body_timeout_seconds)  # fmt: skip
     return ScoringApp(holder, settings, follower, capture)
 
 
