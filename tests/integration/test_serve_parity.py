@@ -58,8 +58,11 @@ def ctloop_server(champion_store: dict, tmp_path_factory: pytest.TempPathFactory
     server.stop()
 
 
+# Not CSV: MLflow's CSV parser needs a DataType for every signature column, and ctloop declares
+# numeric, boolean and date columns `Any` so that `pyfunc.predict(pd.read_csv(...))` takes int64
+# columns (README: "mlflow models serve"); `ctloop serve` takes CSV (tests/unit/serve).
 @pytest.mark.parametrize("name", ["dataframe_split", "dataframe_records", "inputs_columnar",
-                                  "instances_records", "csv"])  # fmt: skip
+                                  "instances_records"])  # fmt: skip
 def test_same_predictions_as_mlflow_models_serve(mlflow_server, ctloop_server, name):
     mime, body = PAYLOADS[name]
     theirs = httpx.post(f"{mlflow_server}/invocations", content=body,
