@@ -28,8 +28,9 @@ def encode_labels(values: pd.Series | list, task: Task, binary_words: bool = Fal
     """The task's float codes for raw labels (binary 0/1, multiclass class index, regression
     the number), NaN where a label is missing or not one the champion knows.
 
-    Text is stripped first. With `binary_words` (ground truth), a binary label that is neither
-    class also counts when it reads 1/0/true/false. Each distinct value is encoded once.
+    Text is stripped first and an integral float matches an integer class (2.0 is class 2).
+    With `binary_words` (ground truth), a binary label that is neither class also counts when
+    it reads 1/0/true/false. Each distinct value is encoded once.
     """
     series = pd.Series(values, dtype=object).reset_index(drop=True)
     series = series.map(lambda v: v.strip() if isinstance(v, str) else v)
@@ -38,10 +39,14 @@ def encode_labels(values: pd.Series | list, task: Task, binary_words: bool = Fal
     codes, uniques = pd.factorize(series.to_numpy(dtype=object), use_na_sentinel=True)
     distinct = list(uniques)
     table = task.encode_known(pd.Series(distinct, dtype=object)) if distinct else np.array([])
-    if binary_words and task.kind == "binary":
-        for i, value in enumerate(distinct):
-            if np.isnan(table[i]):
-                table[i] = _BINARY_WORDS.get(str(value).lower(), np.nan)
+    for i, value in enumerate(distinct):
+        if not np.isnan(table[i]):
+            continue
+        if isinstance(value, float | np.floating) and float(value).is_integer():
+            # integer classes read back as floats (a column with missing values): 2.0 is 2
+            table[i] = task.encode_known(pd.Series([int(value)], dtype=object))[0]
+        if np.isnan(table[i]) and binary_words and task.kind == "binary":
+            table[i] = _BINARY_WORDS.get(str(value).lower(), np.nan)
     return np.append(table, np.nan)[codes]
 
 

@@ -131,6 +131,8 @@ def test_labels_per_task() -> None:
         [2, 0, np.nan, np.nan, 2])
     integers = MulticlassTask((0, 1, 2))
     np.testing.assert_array_equal(encode_labels(pd.Series([2, 0, 7]), integers), [2, 0, np.nan])
+    np.testing.assert_array_equal(  # an integer column with missing values reads as floats
+        encode_labels(pd.Series([2.0, np.nan, 1.0, 1.5]), integers), [2, np.nan, 1, np.nan])
     np.testing.assert_array_equal(
         encode_labels(pd.Series(["151.5", 90, None, "n/a"]), REGRESSION),
         [151.5, 90.0, np.nan, np.nan])
