@@ -3,7 +3,8 @@
 Setup (cached under bench/results/.monitor-store): an XGBoost flights champion trained on
 Jan-Mar 2013 (its training rows are the reference), and a capture folder in SageMaker Data
 Capture format made by replaying the Apr-Dec 2013 flights cyclically as `--rows` single-row
-JSON requests (dataframe_split in, {"predictions": [...]} out, hourly yyyy/mm/dd/hh files).
+JSON requests (dataframe_split in, the task's {"predictions": [...]} out, hourly
+yyyy/mm/dd/hh files).
 
 Measured, each in a fresh process (peak RSS = that process's VmHWM):
   ours       the whole `loop.monitor` job on the capture folder: count all lines, decode a
@@ -92,7 +93,7 @@ def generate(rows: int) -> Path:
     columns = list(model.feature_columns)
     features = replay[columns]
     features.to_parquet(STORE / f"current-{rows}.parquet", index=False)
-    probability = model.predict_proba(features)
+    responses = model.task.output_records(model.scores(features))  # the served body per row
     values = features.astype(object).where(features.notna(), None).to_numpy().tolist()
     step = timedelta(days=10) / rows  # ten days of traffic, 240 hourly folders
     handles: dict[str, object] = {}
@@ -106,10 +107,9 @@ def generate(rows: int) -> Path:
             (folder / "flights" / "local" / hour).mkdir(parents=True, exist_ok=True)
             handle = open(folder / "flights" / "local" / hour / "capture.jsonl", "ab")  # noqa: SIM115
             handles = {hour: handle}
-        p = float(probability[i])
         stamp = when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
         request = orjson.dumps({"dataframe_split": {"columns": columns, "data": [row]}})
-        response = orjson.dumps({"predictions": [{"probability": p, "label": int(p >= 0.5)}]})
+        response = orjson.dumps({"predictions": [responses[i]]})
         handle.write(orjson.dumps({
             "captureData": {
                 "endpointInput": {"observedContentType": "application/json", "mode": "INPUT",
@@ -167,8 +167,12 @@ def child_evidently(rows: int) -> dict:
     parent = tracking.run_info(champion_version.run_id)["tags"]["ctloop.parent_run_id"]
     reference = tracking.load_reference(parent)[list(model.feature_columns)]
     current = pd.read_parquet(STORE / f"current-{rows}.parquet")
+    from ctloop.monitor.frames import normalise
+
     categorical = list(model.encoder.vocabularies)
     numeric = [c for c in model.feature_columns if c not in categorical]
+    # the columns as the monitor compares them (booleans 1/0, dates as epoch seconds)
+    reference, current = normalise(reference, model), normalise(current, model)
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 

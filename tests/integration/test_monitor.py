@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from ctloop import loop, tracking
 from ctloop.config import Config, load_config
 from ctloop.monitor.job import MonitorError
-from tests.conftest import make_churn
+from tests.conftest import SMALL_TRAINING, make_churn, store_in, write_config
 from tests.unit.monitor.support import T0, write_capture, write_ground_truth
 
 FEATURES = ["tenure", "monthly_charges", "contract", "internet"]
@@ -197,3 +197,174 @@ def test_cli_exit_codes_and_summary_line(store: dict, tmp_path: Path) -> None:
     empty = subprocess.run([*ctloop, "--current", str(tmp_path / "cap"), "--since", "2027-01-01"],
                            env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert empty.returncode == 6 and empty.stdout.startswith("NO_DATA")
+
+
+# --- multiclass (penguins) and regression (diabetes) champions ------------------------------
+
+TASK_DATA = {
+    # kind: (name, target, numeric columns to shift, categorical column to make dominant)
+    "multiclass": ("penguins", "species", ["bill_length_mm", "flipper_length_mm"], "island"),
+    "regression": ("diabetes", "target", ["bmi", "bp", "s5"], None),
+}
+
+
+def _task_table(kind: str) -> pd.DataFrame:
+    if kind == "multiclass":
+        import palmerpenguins
+
+        return palmerpenguins.load_penguins()
+    from sklearn.datasets import load_diabetes
+
+    return load_diabetes(as_frame=True).frame
+
+
+@pytest.fixture(scope="module", params=list(TASK_DATA))
+def task_champion(request: pytest.FixtureRequest,
+                  tmp_path_factory: pytest.TempPathFactory) -> dict:  # fmt: skip
+    """A champion of the task trained on a whole small public table, in its own store."""
+    kind = request.param
+    name, target, _, _ = TASK_DATA[kind]
+    folder = tmp_path_factory.mktemp(f"monitor-{kind}")
+    table = _task_table(kind)
+    table.to_csv(folder / "data.csv", index=False)
+    config = write_config(folder, {"name": name,
+                                   "data": {"source": "data.csv", "target": target},
+                                   "training": {"plots": False, "candidates": {
+                                       "xgboost": SMALL_TRAINING["candidates"]["xgboost"]}}})
+    with store_in(folder):
+        loop.run(load_config(config))
+    return {"kind": kind, "uri": f"sqlite:///{folder / 'mlflow.db'}", "dir": folder,
+            "config": config, "table": table, "target": target}  # fmt: skip
+
+
+@pytest.fixture
+def task_store(task_champion: dict, monkeypatch: pytest.MonkeyPatch) -> dict:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", task_champion["uri"])
+    monkeypatch.chdir(task_champion["dir"])
+    tracking.configure()
+    cfg = load_config(task_champion["config"])
+    from ctloop.monitor.reference import load_champion
+
+    return {**task_champion, "cfg": cfg, "model": load_champion(cfg)[1]}
+
+
+def _resampled(table: pd.DataFrame, seed: int, rows: int = 400) -> pd.DataFrame:
+    """Rows drawn from the same table: the same distribution as the champion's training rows."""
+    return table.sample(n=rows, replace=True, random_state=seed).reset_index(drop=True)
+
+
+def _shifted(kind: str, frame: pd.DataFrame) -> pd.DataFrame:
+    _, _, numeric, categorical = TASK_DATA[kind]
+    out = frame.copy()
+    for column in numeric:
+        out[column] = out[column] + 1.5 * out[column].std()
+    if categorical:
+        out[categorical] = np.where(np.arange(len(out)) % 10 < 9, "Dream", out[categorical])
+    return out
+
+
+def _shifted_columns(kind: str) -> set[str]:
+    _, _, numeric, categorical = TASK_DATA[kind]
+    return {*numeric, *([categorical] if categorical else [])}
+
+
+def test_task_same_distribution_no_drift_with_the_tasks_quality(task_store: dict,
+                                                                tmp_path: Path) -> None:
+    kind, model = task_store["kind"], task_store["model"]
+    assert model.task.kind == kind
+    result = loop.monitor(task_store["cfg"],
+                          current=_csv(tmp_path, "same.csv", _resampled(task_store["table"], 1)))
+    assert result.decision == "no_drift", result.summary()
+    assert result.task == kind and result.rows["current"] == 400
+    assert not result.prediction_drift["drifted"]
+    assert result.prediction_drift["method"] in (("chisquare", "jensenshannon", "Z")
+                                                 if kind == "multiclass" else ("ks", "wasserstein"))
+    assert set(result.quality) == set(model.task.metric_names)  # labels came with the file
+    assert result.rows["labelled"] == 400
+    if kind == "multiclass":
+        assert result.quality["accuracy"] > 0.9
+    else:
+        assert result.quality["r2"] > 0.2 and result.quality["rmse"] > 0
+    assert result.target_drift is not None and not result.target_drift["drifted"]
+    assert "target ok" in result.summary()
+    run = _run(result.monitor_run_id)
+    assert run.data.tags["ctloop.task"] == kind
+    metric = "quality.accuracy" if kind == "multiclass" else "quality.rmse"
+    assert metric in run.data.metrics and "target_drift_score" in run.data.metrics
+    model_json = Path(result.model_report_html.removeprefix("file://")).with_suffix(".json")
+    text = model_json.read_text()
+    if kind == "multiclass":  # ClassificationPreset on the predicted class and probabilities
+        assert "Accuracy" in text and "F1ByLabel" in text and "LogLoss" in text
+    else:  # RegressionPreset
+        assert "RMSE" in text and "R2Score" in text and "MeanError" in text
+
+
+def test_task_shifted_file_drifts_naming_the_columns(task_store: dict, tmp_path: Path) -> None:
+    kind = task_store["kind"]
+    frame = _shifted(kind, _resampled(task_store["table"], 1))
+    result = loop.monitor(task_store["cfg"], current=_csv(tmp_path, "shift.csv", frame))
+    assert result.decision == "drift", result.summary()
+    assert set(result.drifted_columns) == _shifted_columns(kind)
+    assert all(c in result.reasons[0] for c in _shifted_columns(kind))
+    assert set(result.quality) == set(task_store["model"].task.metric_names)
+
+
+def test_task_capture_uses_served_outputs_and_ground_truth(task_store: dict,
+                                                           tmp_path: Path) -> None:
+    """The capture's served outputs are what is judged: here they are skewed on purpose
+    (same features), so only the prediction drifts; ground truth gives the task's quality."""
+    kind, model, target = task_store["kind"], task_store["model"], task_store["target"]
+    frame = _resampled(task_store["table"], 2, rows=300)
+    features = list(model.feature_columns)
+    scores = model.scores(frame[features])
+    honest = model.task.output_records(scores)
+    if kind == "multiclass":  # every row served as the first class
+        skewed_scores = np.tile([0.98, 0.01, 0.01], (len(frame), 1))
+    else:
+        skewed_scores = scores + 3 * scores.std()
+    skewed = model.task.output_records(skewed_scores)
+    ids = write_capture(tmp_path / "honest", frame[features], T0, timedelta(seconds=30),
+                        rows_per_request=3, records=honest)  # fmt: skip
+    write_capture(tmp_path / "skewed", frame[features], T0, timedelta(seconds=30),
+                  rows_per_request=3, records=skewed, malformed=["{broken"])  # fmt: skip
+    labels = frame[target].astype(str).tolist()
+    write_ground_truth(tmp_path / "gt", {eid: ",".join(labels[3 * i:3 * i + 3])
+                                         for i, eid in enumerate(ids)}, T0)  # fmt: skip
+    window = {"since": "2026-03-01T10:00", "until": "2026-03-02T00:00",
+              "ground_truth": str(tmp_path / "gt")}
+    fine = loop.monitor(task_store["cfg"], current=str(tmp_path / "honest"), **window)
+    assert fine.decision == "no_drift", fine.summary()
+    assert fine.rows["labelled"] == 300 and set(fine.quality) == set(model.task.metric_names)
+    skew = loop.monitor(task_store["cfg"], current=str(tmp_path / "skewed"), **window)
+    assert skew.rows["malformed_lines"] == 1 and skew.rows["current"] == 300
+    # the same features as the honest capture (so the same per-column verdicts, below the
+    # share): the served outputs alone made the decision
+    assert skew.drifted_columns == fine.drifted_columns and skew.drift_share < 0.3
+    assert skew.decision == "drift", skew.summary()
+    assert skew.reasons[0].startswith("prediction drifted")
+    assert not fine.prediction_drift["drifted"] and skew.prediction_drift["drifted"]
+    # quality is measured on the served outputs too
+    if kind == "multiclass":
+        assert skew.quality["accuracy"] < fine.quality["accuracy"]
+    else:
+        assert skew.quality["rmse"] > fine.quality["rmse"]
+
+
+def test_task_min_quality_must_name_a_metric_of_the_task(task_store: dict,
+                                                         tmp_path: Path) -> None:
+    kind, task = task_store["kind"], task_store["model"].task
+    path = _csv(tmp_path, "q.csv", _resampled(task_store["table"], 3))
+    wrong = "f1" if kind == "multiclass" else "roc_auc"
+    cfg = _with(task_store["cfg"], thresholds={"min_quality": {wrong: 0.5}})
+    with pytest.raises(MonitorError, match=f"min_quality.{wrong}: '{wrong}' is not a {kind} "
+                       f"metric .*choose from {', '.join(task.metric_names)}"):  # fmt: skip
+        loop.monitor(cfg, current=path)
+    # a ceiling for a lower-is-better metric of the task, a floor otherwise
+    bound = {"log_loss": 0.0001} if kind == "multiclass" else {"rmse": 1.0, "r2": 0.99}
+    result = loop.monitor(_with(task_store["cfg"], thresholds={"min_quality": bound}),
+                          current=path)  # fmt: skip
+    assert result.decision == "drift"
+    name = next(iter(bound))
+    assert result.reasons[0].startswith(name) and "above the maximum" in result.reasons[0]
+    if kind == "regression":
+        assert "r2" in result.reasons[1] and "below the minimum 0.99" in result.reasons[1]

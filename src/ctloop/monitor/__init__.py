@@ -10,4 +10,7 @@ Captured traffic: `capture.read_capture` reads SageMaker Data Capture files, bui
 `capture_sources` (files in a window), `capture_decode` (lines and uniform files),
 `capture_reader` (rows into a frame) and `capture_sample` (seeded sampling of lines);
 `ground_truth` reads and joins Model Monitor labels.
+Every step asks the champion's `Task` (binary, multiclass, regression) what differs: how served
+outputs read back (`scores_from_records`), how labels encode (`encode_known`), its metrics and
+which are lower-is-better, the prediction-drift signal (`drift_signal`) and Evidently's preset.
 """

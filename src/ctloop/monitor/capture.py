@@ -22,6 +22,7 @@ from ctloop.monitor.capture_sources import (
     parse_time,
     read_bytes,
 )
+from ctloop.tasks import Task
 
 __all__ = ["CaptureData", "CaptureError", "capture_bytes", "parse_time", "read_capture", "ready",
            "warn_malformed"]  # fmt: skip
@@ -39,18 +40,21 @@ def read_capture(
     sample_rows: int | None = None,
     seed: int = 0,
     warn: bool = True,
+    task: Task | None = None,
 ) -> CaptureData:
     """Decode the requests in [since, until) under `location` into one frame.
 
     `feature_columns` (the model's) define the CSV column order; `extra_columns` (e.g. the
     target or time column, when the caller sent them) are kept if present in JSON payloads.
+    With the champion's `task`, the served predictions are read back as its scores
+    (`CaptureData.scores`, None unless every request's output is usable).
 
     With `sample_rows`, only a seeded uniform random sample of capture *lines* (requests) is
     decoded, enough for about `sample_rows` rows in the window (see `capture_sample`); all
     counts in the result (requests, malformed, outside the window) are then among the
     sampled lines, and `lines` / `decoded_lines` say how many lines there were and were read.
     """
-    reader = Reader(feature_columns, numeric_columns, since, until, extra_columns)
+    reader = Reader(feature_columns, numeric_columns, since, until, extra_columns, task)
     files = list_files(location, since, until)
     reader.result.files = len(files)
     if sample_rows is None:

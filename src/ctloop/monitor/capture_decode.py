@@ -7,6 +7,8 @@ One capture line is one request:
    "eventVersion": "0"}
 `encoding` is JSON, CSV or BASE64. The per-line functions raise ValueError (and friends) on a
 line they cannot decode; `decode_uniform_file` returns None when a file is not uniform.
+Served predictions are read back through the champion's task (`Task.scores_from_records`):
+binary `probability`, multiclass `probability_<class>`, regression `prediction`.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 import pandas as pd
 
 from ctloop.monitor.capture_sources import parse_time
+from ctloop.tasks import Task
 
 
 def decode_payload(block: dict) -> tuple[str, Any]:
@@ -76,24 +80,68 @@ def csv_table(text: str, feature_columns: Sequence[str],
     return tuple(feature_columns), rows
 
 
-def served_probabilities(block: dict | None, n_rows: int) -> list[float] | None:
-    """The positive-class probability per row from a captured output, or None if unusable."""
-    if not block or "data" not in block:
+def _output_records(payload: Any, task: Task) -> list[Any]:
+    """The per-row prediction records of a decoded JSON response body.
+
+    Accepted shapes: {"predictions": [...]} (what `mlflow models serve` and `ctloop serve`
+    answer), {"outputs": ...}, a bare list, and column-oriented {"probability": [...], ...};
+    a row may be an object with the task's output columns, a bare number (binary, regression)
+    or a list of class probabilities (multiclass).
+    """
+    if isinstance(payload, dict):
+        payload = payload.get("predictions", payload.get("outputs", payload))
+    if isinstance(payload, dict):  # columnar {"probability": [...], "label": [...]}
+        columns = [c for c in task.output_columns if c in payload]
+        if not columns or not all(isinstance(payload[c], list) for c in columns):
+            raise ValueError("unsupported prediction body")
+        return [dict(zip(columns, values, strict=True))
+                for values in zip(*(payload[c] for c in columns), strict=True)]
+    if not isinstance(payload, list):
+        raise ValueError("unsupported prediction body")
+    names = _probability_columns(task)
+    if names and payload and isinstance(payload[0], list):  # multiclass rows as lists
+        return [dict(zip(names, row, strict=True)) for row in payload]
+    return payload
+
+
+def _probability_columns(task: Task) -> list[str] | None:
+    columns = [c for c in task.output_columns if c != "label"]
+    return columns if task.kind == "multiclass" else None
+
+
+def _csv_records(text: str, task: Task) -> list[Any]:
+    """CSV predictions: with a header naming the task's output columns, or bare values in the
+    task's output column order (SageMaker's CSV answers)."""
+    rows = csv_rows(text)
+    outputs = set(task.output_columns)
+    if rows and all(value in outputs for value in rows[0]):
+        header = rows[0]
+        return [dict(zip(header, row, strict=True)) for row in rows[1:]]
+    names = _probability_columns(task)
+    if names:
+        return [dict(zip(names, row[:len(names)], strict=True)) for row in rows]
+    return [row[0] for row in rows]
+
+
+def served_scores(block: dict | None, n_rows: int, task: Task | None) -> np.ndarray | None:
+    """The task's scores per row from a captured output, or None if absent or unusable (the
+    monitor then scores the rows with the champion itself)."""
+    if task is None or not block or "data" not in block:
         return None
     try:
         kind, payload = decode_payload(block)
-        if kind == "csv":
-            values = [float(row[0]) for row in csv_rows(payload)]
+        if kind == "frame":
+            records = payload.to_dict(orient="records")
+        elif kind == "csv":
+            records = _csv_records(payload, task)
         else:
-            if isinstance(payload, dict):
-                payload = payload.get("predictions", payload.get("outputs"))
-            if isinstance(payload, dict):  # columnar {"probability": [...], ...}
-                payload = payload.get("probability")
-            values = [float(p["probability"]) if isinstance(p, dict) else float(p)
-                      for p in payload]  # fmt: skip
+            records = _output_records(payload, task)
+        if len(records) != n_rows:
+            return None
+        scores = task.scores_from_records(records)
     except (ValueError, TypeError, KeyError, IndexError, orjson.JSONDecodeError):
-        return None
-    return values if len(values) == n_rows else None
+        return None  # TaskError is a ValueError
+    return scores if task.check_scores(scores, n_rows) is None else None
 
 
 def time_key(value: str) -> str:
@@ -104,12 +152,14 @@ def time_key(value: str) -> str:
     return stamp.strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def decode_uniform_file(blob: bytes, since_key: str | None, until_key: str | None):
+def decode_uniform_file(blob: bytes, since_key: str | None, until_key: str | None,
+                        task: Task | None = None):
     """Bulk-decode a file whose lines are all well-formed JSON `dataframe_split` requests with
     the same columns and 'Z' inference times (what `ctloop serve` and most clients write).
 
     Three orjson calls per file instead of three per line. Returns None when any line does
-    not fit, and the caller decodes that file line by line (counting malformed lines).
+    not fit, and the caller decodes that file line by line (counting malformed lines). The
+    served scores (for `task`) are None unless every request's output is usable.
     """
     lines = [line for line in blob.splitlines() if line.strip()]
     if not lines:
@@ -148,19 +198,35 @@ def decode_uniform_file(blob: bytes, since_key: str | None, until_key: str | Non
             times.extend([whens[i]] * n)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         return None
-    return (tuple(columns), rows, ids, times, _bulk_probabilities(captures, counts), outside,
+    return (tuple(columns), rows, ids, times, _bulk_scores(captures, counts, task), outside,
             len(keep))  # fmt: skip
 
 
-def _bulk_probabilities(captures: list[dict], counts: list[int]) -> list[float] | None:
+def _bulk_scores(captures: list[dict], counts: list[int],
+                 task: Task | None) -> np.ndarray | None:  # fmt: skip
+    """Every request's served scores in one decode, when all are JSON {"predictions": [...]};
+    otherwise request by request (still None unless every one is usable)."""
+    if task is None:
+        return None
     try:
         outputs = [c["endpointOutput"] for c in captures]
-        if not all(o.get("encoding") == "JSON" for o in outputs):
-            return None
-        bodies = orjson.loads("[" + ",".join([o["data"] for o in outputs]) + "]")
-        predictions = [b["predictions"] for b in bodies]
-        if [len(p) for p in predictions] != counts:
-            return None
-        return [float(d["probability"]) for p in predictions for d in p]
+        if all(o.get("encoding") == "JSON" for o in outputs):
+            bodies = orjson.loads("[" + ",".join([o["data"] for o in outputs]) + "]")
+            predictions = [b["predictions"] for b in bodies]
+            if [len(p) for p in predictions] != counts:
+                return None
+            rows = sum(counts)
+            records = [d for p in predictions for d in p]
+            if _probability_columns(task) and records and isinstance(records[0], list):
+                raise TypeError("rows as lists: decoded request by request")
+            scores = task.scores_from_records(records)
+            return scores if task.check_scores(scores, rows) is None else None
     except (ValueError, TypeError, KeyError, AttributeError):
-        return None
+        pass
+    parts = []
+    for capture, n in zip(captures, counts, strict=True):
+        scores = served_scores(capture.get("endpointOutput"), n, task)
+        if scores is None:
+            return None
+        parts.append(scores)
+    return np.concatenate(parts) if parts else None

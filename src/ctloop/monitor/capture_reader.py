@@ -1,4 +1,4 @@
-"""Accumulate decoded capture lines into one `CaptureData`: rows, served predictions, counts.
+"""Accumulate decoded capture lines into one `CaptureData`: rows, served scores, counts.
 
 Lines that cannot be decoded are skipped and counted, never fatal: one bad writer must not
 blind the monitor. Rows are decoded in chunks into column lists, so a million single-row
@@ -21,9 +21,10 @@ from ctloop.monitor.capture_decode import (
     decode_payload,
     decode_uniform_file,
     json_rows,
-    served_probabilities,
+    served_scores,
     time_key,
 )
+from ctloop.tasks import Task
 
 CHUNK_ROWS = 100_000
 
@@ -33,7 +34,9 @@ class CaptureData:
     """Decoded traffic: feature rows, the served predictions if captured, and bookkeeping."""
 
     frame: pd.DataFrame
-    probability: np.ndarray | None  # captured positive-class probability per row, if complete
+    # The served scores per row (the task's: binary probability, multiclass n x k
+    # probabilities, regression prediction), if every request's output was captured and usable.
+    scores: np.ndarray | None
     event_ids: np.ndarray  # per row (a request's rows share its event id)
     inference_times: pd.Series  # per row, UTC
     requests: int = 0
@@ -97,16 +100,17 @@ class Reader:
 
     def __init__(self, feature_columns: Sequence[str], numeric_columns: Sequence[str],
                  since: datetime | None, until: datetime | None,
-                 extra_columns: Sequence[str]) -> None:  # fmt: skip
+                 extra_columns: Sequence[str], task: Task | None = None) -> None:  # fmt: skip
         self.feature_columns = list(feature_columns)
         self.columns = [*feature_columns, *[c for c in extra_columns if c not in feature_columns]]
         self.known = frozenset(self.columns)
         self.numeric = frozenset(numeric_columns)
         self.since_key = since.strftime("%Y-%m-%dT%H:%M:%S") if since else None
         self.until_key = until.strftime("%Y-%m-%dT%H:%M:%S") if until else None
+        self.task = task
         self.frames: list[pd.DataFrame] = []
-        self.probs: list[float] = []
-        self.probs_complete = True
+        self.scores: list[np.ndarray] = []
+        self.scores_complete = task is not None
         self.event_ids: list[str] = []
         self.times: list[str] = []
         self.chunk = _Chunk(self.columns)
@@ -123,15 +127,17 @@ class Reader:
             self.frames.append(self.chunk.frame(self.numeric))
             self.chunk = _Chunk(self.columns)
 
-    def _served(self, served: list[float] | None) -> None:
-        if self.probs_complete and served is None:
-            self.probs_complete, self.probs = False, []
-        elif self.probs_complete:
-            self.probs.extend(served)
+    def _served(self, served: np.ndarray | None, rows: int) -> None:
+        if not self.scores_complete:
+            return
+        if served is None:
+            self.scores_complete, self.scores = False, []
+        elif rows:
+            self.scores.append(served)
 
     def add_blob(self, blob: bytes, path: str, numbers: Sequence[int] | None = None) -> None:
         """Decode the lines of `blob`; `numbers` are their 1-based line numbers in `path`."""
-        fast = decode_uniform_file(blob, self.since_key, self.until_key)
+        fast = decode_uniform_file(blob, self.since_key, self.until_key, self.task)
         if fast is not None:  # every line well formed, same JSON shape: decoded in bulk
             self._add_uniform(fast)
             return
@@ -150,7 +156,7 @@ class Reader:
             self.present.update(cols)
         self.event_ids.extend(ids)
         self.times.extend(whens)
-        self._served(served)
+        self._served(served, len(rows))
         self._flush()
 
     def _add_line(self, line: bytes, path: str, number: int) -> None:
@@ -191,8 +197,8 @@ class Reader:
         event_id = str(meta.get("inferenceId") or meta.get("eventId") or "")
         self.event_ids.extend([event_id] * n)
         self.times.extend([when] * n)
-        if self.probs_complete:
-            self._served(served_probabilities(capture.get("endpointOutput"), n))
+        if self.scores_complete:
+            self._served(served_scores(capture.get("endpointOutput"), n, self.task), n)
         self._flush()
 
     def finish(self) -> CaptureData:
@@ -204,8 +210,8 @@ class Reader:
         # A column no request carried is absent, not "all missing": the caller reports the
         # mismatch.
         result.frame = frame.drop(columns=[c for c in self.columns if c not in self.present])
-        result.probability = (np.asarray(self.probs, dtype=np.float64)
-                              if self.probs_complete and self.probs else None)  # fmt: skip
+        result.scores = (np.concatenate(self.scores)
+                         if self.scores_complete and self.scores else None)  # fmt: skip
         result.event_ids = np.asarray(self.event_ids, dtype=object)
         result.inference_times = pd.Series(pd.to_datetime(self.times, utc=True,
                                                           format="ISO8601"))  # fmt: skip

@@ -24,8 +24,15 @@ from ctloop.model import TabularModel
 from ctloop.monitor import capture as cap
 from ctloop.monitor import ground_truth as gt
 from ctloop.monitor.drift import warm_up as warm_up_drift_tests
-from ctloop.monitor.frames import normalise, schema_check, target_and_time, to_binary
+from ctloop.monitor.frames import (
+    encode_labels,
+    normalise,
+    numeric_columns,
+    schema_check,
+    target_and_time,
+)
 from ctloop.monitor.result import MonitorError
+from ctloop.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +43,8 @@ OVERLAP_BYTES = 32 * 2**20  # captures at least this big are decoded in a worker
 @dataclass
 class Current:
     frame: pd.DataFrame
-    probability: np.ndarray | None
-    labels: np.ndarray | None  # 0/1 with NaN where unknown
+    scores: np.ndarray | None  # the served scores, when captured and usable
+    labels: np.ndarray | None  # the task's label codes (`Task.encode_known`), NaN where unknown
     times: pd.Series | None  # the data's own time column, if the rows carry it
     rows: dict[str, int]
     source: str
@@ -86,12 +93,13 @@ def decoder_pool(location: str):
 
 def decode_capture(pool, location: str, features: list[str], numeric: list[str],
                    since: datetime | None, until: datetime | None, extras: list[str],
-                   decode_rows: int | None, seed: int) -> cap.CaptureData:  # fmt: skip
+                   decode_rows: int | None, seed: int,
+                   task: Task | None = None) -> cap.CaptureData:  # fmt: skip
     """Decode the capture, in the worker (if any) while this process imports Evidently."""
     args = (location, features, numeric, since, until, extras, decode_rows, seed)
     if pool is None:
-        return cap.read_capture(*args)
-    future = pool.submit(cap.read_capture, *args, False)
+        return cap.read_capture(*args, task=task)
+    future = pool.submit(cap.read_capture, *args, False, task=task)
     try:
         warm_up_drift_tests()
     except Exception:  # an import failure surfaces later, where it is reported properly
@@ -133,7 +141,7 @@ def _read_table(cfg: Config, location: str, since: datetime | None, until: datet
         rows["outside_window"] = int((~keep).sum())
         frame = frame[keep.to_numpy()]
     schema_check(frame, model, version, location)
-    labels = to_binary(frame[target], model) if target in frame.columns else None
+    labels = encode_labels(frame[target], model.task) if target in frame.columns else None
     times = (pd.to_datetime(frame[time_col], errors="coerce") if time_col
              and time_col in frame.columns else None)  # fmt: skip
     return Current(normalise(frame, model).reset_index(drop=True), None, labels,
@@ -144,21 +152,20 @@ def _read_captured(cfg: Config, location: str, since: datetime | None, until: da
                    model: TabularModel, version: int, ground_truth: str | None,
                    pool) -> Current:  # fmt: skip
     target, time_col = target_and_time(cfg)
-    numeric = [c for c in model.feature_columns if c not in model.encoder.vocabularies]
     extras = [c for c in (target, time_col) if c]
-    data = decode_capture(pool, location, list(model.feature_columns), numeric, since, until,
-                          extras, cfg.monitor.decode_rows, cfg.split.seed)  # fmt: skip
+    data = decode_capture(pool, location, list(model.feature_columns), numeric_columns(model),
+                          since, until, extras, cfg.monitor.decode_rows, cfg.split.seed,
+                          model.task)  # fmt: skip
     rows = {"requests": data.requests, "malformed_lines": data.malformed_lines,
             "outside_window": data.outside_window, "files": data.files,
             "capture_lines": data.lines, "decoded_lines": data.decoded_lines}  # fmt: skip
     schema_check(data.frame, model, version, location)
     labels = None
     if target in data.frame.columns:
-        labels = to_binary(data.frame[target], model)
+        labels = encode_labels(data.frame[target], model.task)
     truth_location = ground_truth or cfg.monitor.ground_truth
     if truth_location and data.rows:
-        truth, bad = gt.read_ground_truth(truth_location, model.positive_label,
-                                          model.negative_label)  # fmt: skip
+        truth, bad = gt.read_ground_truth(truth_location, model.task)
         rows["malformed_ground_truth_lines"] = bad
         joined = gt.join_ground_truth(data.event_ids, truth)
         labels = joined if labels is None else np.where(np.isnan(labels), joined, labels)
@@ -166,4 +173,4 @@ def _read_captured(cfg: Config, location: str, since: datetime | None, until: da
     if time_col and time_col in data.frame.columns:
         times = pd.to_datetime(data.frame[time_col], errors="coerce")
     frame = data.frame if not len(data.frame) else normalise(data.frame, model)
-    return Current(frame, data.probability, labels, times, rows, location)
+    return Current(frame, data.scores, labels, times, rows, location)

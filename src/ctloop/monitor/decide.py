@@ -11,13 +11,12 @@ Decisions, most severe first:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
 from ctloop.config import MonitorConfig
-from ctloop.metrics import LOWER_IS_BETTER
 from ctloop.monitor.drift import ColumnDrift
 
 NO_DATA, ALERT, DRIFT, NO_DRIFT = "no_data", "alert", "drift", "no_drift"
@@ -59,14 +58,27 @@ def data_quality(frame: pd.DataFrame, columns: Sequence[str], cfg: MonitorConfig
     return QualityReport(missing, empty, tuple(problems))
 
 
-def quality_failures(quality: Mapping[str, float], minimums: Mapping[str, float]) -> list[str]:
-    """Metrics that crossed their bound: a floor, or a ceiling for lower-is-better metrics."""
+def check_min_quality(minimums: Mapping[str, float], kind: str,
+                      metric_names: Sequence[str]) -> str | None:  # fmt: skip
+    """Why `monitor.thresholds.min_quality` does not fit the champion's task, or None."""
+    for metric in minimums:
+        if metric not in metric_names:
+            return (f"monitor.thresholds.min_quality.{metric}: '{metric}' is not a {kind} "
+                    f"metric (the champion's task is {kind}; choose from "
+                    f"{', '.join(metric_names)})")  # fmt: skip
+    return None
+
+
+def quality_failures(quality: Mapping[str, float], minimums: Mapping[str, float],
+                     lower_is_better: Collection[str]) -> list[str]:  # fmt: skip
+    """Metrics that crossed their bound: a floor, or a ceiling for lower-is-better metrics
+    (the task's `lower_is_better`)."""
     failures = []
     for metric, bound in minimums.items():
         if metric not in quality:
             continue
         value = quality[metric]
-        if metric in LOWER_IS_BETTER:
+        if metric in lower_is_better:
             if value > bound:
                 failures.append(f"{metric} {value:.4f} above the maximum {bound}")
         elif value < bound:
@@ -81,8 +93,12 @@ def decide(
     quality: Mapping[str, float],
     data_problems: Sequence[str],
     cfg: MonitorConfig,
+    lower_is_better: Collection[str],
 ) -> tuple[str, list[str]]:
-    """(decision, reasons); reasons name the drifted columns and crossed thresholds."""
+    """(decision, reasons); reasons name the drifted columns and crossed thresholds.
+
+    `lower_is_better`: the champion's task's metrics where a `min_quality` bound is a ceiling.
+    """
     if rows == 0:
         return NO_DATA, ["no current rows in the window"]
     reasons: list[str] = []
@@ -95,7 +111,7 @@ def decide(
     if prediction is not None and prediction.drifted and cfg.thresholds.prediction_drift:
         reasons.append(f"prediction drifted ({prediction.method} {prediction.score:.3f}, "
                        f"threshold {prediction.threshold})")  # fmt: skip
-    reasons.extend(quality_failures(quality, cfg.thresholds.min_quality))
+    reasons.extend(quality_failures(quality, cfg.thresholds.min_quality, lower_is_better))
     if data_problems:
         return ALERT, [*data_problems, *reasons]
     if reasons:

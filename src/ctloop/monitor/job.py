@@ -30,12 +30,25 @@ from ctloop.model import TabularModel
 from ctloop.monitor import decide as dec
 from ctloop.monitor.current import Current, current_window, decoder_pool, read_current
 from ctloop.monitor.drift import PREDICTION_COLUMN, ColumnDrift, column_drift, dataset_drift
-from ctloop.monitor.frames import normalise, schema_check, target_and_time, to_binary
+from ctloop.monitor.frames import (
+    encode_labels,
+    label_names,
+    normalise,
+    schema_check,
+    target_and_time,
+)
 from ctloop.monitor.quality import predict, quality
 from ctloop.monitor.reference import load_champion, load_holdout, load_reference
-from ctloop.monitor.report import DATA_REPORT, MODEL_REPORT, TARGET_COLUMN, build_reports
+from ctloop.monitor.report import (
+    DATA_REPORT,
+    MODEL_REPORT,
+    TARGET_COLUMN,
+    build_reports,
+    model_frames,
+)
 from ctloop.monitor.result import MonitorError, MonitorResult
 from ctloop.monitor.retrain import maybe_retrain
+from ctloop.tasks import Task
 
 __all__ = ["MonitorError", "MonitorResult", "run_monitor"]
 
@@ -66,8 +79,10 @@ class _Evidence:
     drift_cols: tuple[ColumnDrift, ...] = ()
     prediction: ColumnDrift | None = None
     pred_ref: pd.DataFrame | None = None  # prediction reference: holdout, else training rows
-    ref_prob: np.ndarray | None = None
-    cur_prob: np.ndarray | None = None
+    ref_scores: np.ndarray | None = None  # the task's scores on pred_ref
+    cur_scores: np.ndarray | None = None
+    ref_labels: np.ndarray | None = None  # the task's label codes of pred_ref, if it has them
+    target: ColumnDrift | None = None  # current labels vs ref_labels
 
 
 def run_monitor(
@@ -93,6 +108,11 @@ def _run_monitor(cfg: Config, location: str, since: str | None, until: str | Non
                  retrain: bool, ground_truth: str | None, pool,
                  clock: _Clock) -> MonitorResult:  # fmt: skip
     champion, model, parent_run_id = load_champion(cfg)
+    task = model.task
+    problem = dec.check_min_quality(cfg.monitor.thresholds.min_quality, task.kind,
+                                    task.metric_names)  # fmt: skip
+    if problem:
+        raise MonitorError(problem)
     reference = load_reference(parent_run_id, champion.version)
     schema_check(reference, model, champion.version, f"reference of v{champion.version}")
     clock.lap("load_champion_and_reference")
@@ -103,11 +123,11 @@ def _run_monitor(cfg: Config, location: str, since: str | None, until: str | Non
     clock.lap("read_current")
     window = (_window_text(since_dt), _window_text(until_dt))
     result = MonitorResult(dec.NO_DATA, [], champion.version, window, location,
-                           timings=clock.timings)  # fmt: skip
+                           task=task.kind, timings=clock.timings)  # fmt: skip
     result.rows = {"reference": len(reference), "current": len(cur.frame), **cur.rows}
 
     evidence = _gather_evidence(cfg, model, reference, parent_run_id, cur, result, clock)
-    _decide(cfg, evidence, len(cur.frame), result)
+    _decide(cfg, model, evidence, len(cur.frame), result)
     run_id = _log_monitor_run(cfg, model, champion, parent_run_id, cur, evidence, result, clock)
     # The monitor run is complete here; retraining is recorded on it by tags.
     retrain_tags = maybe_retrain(cfg, result, retrain, cur, parent_run_id, run_id, champion)
@@ -132,33 +152,59 @@ def _gather_evidence(cfg: Config, model: TabularModel, reference: pd.DataFrame,
         testable = [c for c in columns if c not in quality_report.empty_columns]
         evidence.drift_cols = dataset_drift(evidence.ref_frame, cur.frame, testable, categorical)
         clock.lap("drift_tests")
-        _score_predictions(model, reference, parent_run_id, cur, evidence, result)
+        _score_predictions(cfg, model, reference, parent_run_id, cur, evidence, result)
         clock.lap("predictions_and_quality")
     return evidence
 
 
-def _score_predictions(model: TabularModel, reference: pd.DataFrame, parent_run_id: str,
-                       cur: Current, evidence: _Evidence,
+def _score_predictions(cfg: Config, model: TabularModel, reference: pd.DataFrame,
+                       parent_run_id: str, cur: Current, evidence: _Evidence,
                        result: MonitorResult) -> None:  # fmt: skip
-    """Champion scores on the holdout (else training rows) vs current; quality where labelled."""
+    """Champion scores on the holdout (else training rows) vs current: prediction drift on
+    the task's drift signal; where labelled, the task's quality and target drift."""
+    task = model.task
     holdout = load_holdout(parent_run_id)
     evidence.pred_ref = reference if holdout is None or holdout.empty else holdout
     pred_ref_frame = normalise(evidence.pred_ref, model)
-    evidence.ref_prob = predict(model, pred_ref_frame, "reference")
+    evidence.ref_scores = predict(model, pred_ref_frame, "reference")
     result.rows["prediction_reference"] = len(evidence.pred_ref)
-    evidence.cur_prob = cur.probability if cur.probability is not None else predict(
+    evidence.cur_scores = cur.scores if cur.scores is not None else predict(
         model, cur.frame, "current")  # fmt: skip
-    evidence.prediction = column_drift(pd.Series(evidence.ref_prob), pd.Series(evidence.cur_prob),
-                                       "num", PREDICTION_COLUMN)  # fmt: skip
-    result.quality, result.rows["labelled"] = quality(cur.labels, evidence.cur_prob,
-                                                      model.threshold)  # fmt: skip
+    ref_signal, kind = task.drift_signal(evidence.ref_scores)
+    cur_signal, _ = task.drift_signal(evidence.cur_scores)
+    evidence.prediction = column_drift(pd.Series(ref_signal), pd.Series(cur_signal), kind,
+                                       PREDICTION_COLUMN)  # fmt: skip
+    result.quality, result.rows["labelled"] = quality(cur.labels, evidence.cur_scores, task)
+    target = target_and_time(cfg)[0]
+    if target in evidence.pred_ref.columns:
+        evidence.ref_labels = encode_labels(evidence.pred_ref[target], task)
+    evidence.target = _target_drift(task, evidence.ref_labels, cur.labels)
+    if evidence.target is not None:
+        t = evidence.target
+        result.target_drift = {"score": t.score, "method": t.method, "threshold": t.threshold,
+                               "drifted": t.drifted}  # fmt: skip
 
 
-def _decide(cfg: Config, evidence: _Evidence, n: int, result: MonitorResult) -> None:
+def _target_drift(task: Task, ref_labels: np.ndarray | None,
+                  cur_labels: np.ndarray | None) -> ColumnDrift | None:  # fmt: skip
+    """Current labels vs the holdout's (categorical for classification, numeric for
+    regression), when both sides have some; None otherwise. Reported, decides nothing."""
+    if ref_labels is None or cur_labels is None:
+        return None
+    ref, cur = ref_labels[~np.isnan(ref_labels)], cur_labels[~np.isnan(cur_labels)]
+    if not len(ref) or not len(cur):
+        return None
+    kind = "num" if task.kind == "regression" else "cat"
+    return column_drift(label_names(ref, task), label_names(cur, task), kind, TARGET_COLUMN)
+
+
+def _decide(cfg: Config, model: TabularModel, evidence: _Evidence, n: int,
+            result: MonitorResult) -> None:  # fmt: skip
     """The decision and its reasons, with the drift figures it rests on, into `result`."""
     drift_cols, prediction = evidence.drift_cols, evidence.prediction
     decision, reasons = dec.decide(n, drift_cols, prediction, result.quality,
-                                   evidence.quality_report.problems, cfg.monitor)  # fmt: skip
+                                   evidence.quality_report.problems, cfg.monitor,
+                                   lower_is_better=model.task.lower_is_better)  # fmt: skip
     result.decision, result.reasons = decision, reasons
     result.drifted_columns = [c.column for c in drift_cols if c.drifted]
     result.drift_share = len(result.drifted_columns) / len(drift_cols) if drift_cols else 0.0
@@ -175,6 +221,7 @@ def _run_tags(cfg: Config, result: MonitorResult, champion: registry.ModelVersio
     return {
         "ctloop.model_name": cfg.name,
         "ctloop.model_version": str(champion.version),
+        "ctloop.task": result.task or "",
         "ctloop.reference_run_id": parent_run_id,
         "ctloop.current_source": result.source,
         "ctloop.window_start": result.window[0] or "",
@@ -188,7 +235,8 @@ def _run_tags(cfg: Config, result: MonitorResult, champion: registry.ModelVersio
     }
 
 
-def _run_metrics(result: MonitorResult, prediction: ColumnDrift | None) -> dict[str, float]:
+def _run_metrics(result: MonitorResult, prediction: ColumnDrift | None,
+                 target: ColumnDrift | None = None) -> dict[str, float]:  # fmt: skip
     metrics = {"drift_share": result.drift_share,
                "drifted_columns": float(len(result.drifted_columns)),
                **{f"drift_score.{k}": v for k, v in result.feature_scores.items()},
@@ -198,6 +246,9 @@ def _run_metrics(result: MonitorResult, prediction: ColumnDrift | None) -> dict[
     if prediction is not None:
         metrics["prediction_drift_score"] = prediction.score
         metrics["prediction_drifted"] = float(prediction.drifted)
+    if target is not None:
+        metrics["target_drift_score"] = target.score
+        metrics["target_drifted"] = float(target.drifted)
     return metrics
 
 
@@ -216,7 +267,7 @@ def _log_monitor_run(cfg: Config, model: TabularModel, champion: registry.ModelV
                      result: MonitorResult, clock: _Clock) -> str:  # fmt: skip
     """One run of `<name>-monitoring`: tags, metrics, params and (with rows) the reports."""
     tags = _run_tags(cfg, result, champion, parent_run_id)
-    metrics = _run_metrics(result, evidence.prediction)
+    metrics = _run_metrics(result, evidence.prediction, evidence.target)
     params = _run_params(cfg, result)
     run_name = f"monitor-v{champion.version}-{time.strftime('%Y%m%d-%H%M%S')}"
     with (tempfile.TemporaryDirectory(prefix="ctloop-monitor-") as tmp,
@@ -239,7 +290,7 @@ def _log_reports(cfg: Config, model: TabularModel, run, cur: Current, evidence: 
                           [c for c in categorical if c not in empty],
                           model_ref, model_cur, folder,
                           cfg.monitor.sample_rows, cfg.split.seed,
-                          cfg.monitor.thresholds.drift_share)  # fmt: skip
+                          cfg.monitor.thresholds.drift_share, model.task)  # fmt: skip
     clock.lap("evidently_report")
     folder_uri = run.log_artifacts(folder, "report")
     result.report_html = f"{folder_uri}/{DATA_REPORT}.html"
@@ -247,6 +298,8 @@ def _log_reports(cfg: Config, model: TabularModel, run, cur: Current, evidence: 
     result.model_report_html = f"{folder_uri}/{MODEL_REPORT}.html"
     full = {**{c.column: c.drifted for c in evidence.drift_cols},
             PREDICTION_COLUMN: evidence.prediction.drifted}  # fmt: skip
+    if evidence.target is not None:
+        full[TARGET_COLUMN] = evidence.target.drifted
     disagree = sorted(c for c, v in files.sample_verdicts.items()
                       if c in full and v != full[c])  # fmt: skip
     run.log({}, {"report_sample_rows": files.sample_rows},
@@ -256,15 +309,12 @@ def _log_reports(cfg: Config, model: TabularModel, run, cur: Current, evidence: 
 
 def _model_frames(cfg: Config, model: TabularModel, cur: Current, evidence: _Evidence,
                   result: MonitorResult) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
-    """Predictions (and, when labels are known, the target) for the model report."""
-    model_ref = pd.DataFrame({PREDICTION_COLUMN: evidence.ref_prob})
-    model_cur = pd.DataFrame({PREDICTION_COLUMN: evidence.cur_prob})
-    if result.quality:  # labels known: classification quality, holdout vs current
-        model_ref[TARGET_COLUMN] = to_binary(evidence.pred_ref[target_and_time(cfg)[0]], model)
-        model_ref = model_ref.dropna()
-        known = ~np.isnan(cur.labels)
-        model_cur = model_cur[known].assign(**{TARGET_COLUMN: cur.labels[known]})
-    return model_ref, model_cur
+    """Predictions (and, when quality was measured, the labels) for the model report."""
+    labelled = bool(result.quality) and evidence.ref_labels is not None
+    return (model_frames(model.task, evidence.ref_scores,
+                         evidence.ref_labels if labelled else None),
+            model_frames(model.task, evidence.cur_scores,
+                         cur.labels if labelled else None))  # fmt: skip
 
 
 def _sample_note(rows: dict[str, int], seed: int) -> str:

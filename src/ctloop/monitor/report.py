@@ -3,7 +3,8 @@
 Two reports, because their honest references differ:
   data_report    feature drift per column and a data-quality summary; reference = the rows
                  the champion was trained on;
-  model_report   prediction drift, and classification quality when labels are known;
+  model_report   prediction drift, and when labels are known target drift and the task's
+                 quality (ClassificationPreset for binary and multiclass, RegressionPreset);
                  reference = the champion's predictions on its holdout split (out-of-sample:
                  in-sample predictions of a boosted model are more extreme than on any new
                  data, so comparing live predictions to them flags drift that is not there).
@@ -20,9 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ctloop.monitor.drift import PREDICTION_COLUMN
+from ctloop.monitor.frames import label_names
+from ctloop.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +67,15 @@ def build_reports(
     sample_rows: int,
     seed: int,
     drift_share: float,
+    task: Task,
 ) -> ReportFiles:
     """Write data_report.{html,json} and model_report.{html,json} into `out_dir`.
 
-    `model_reference`/`model_current` carry `prediction` and, when labels are known on the
-    current side, `target` (0/1) on both sides.
+    `model_reference`/`model_current` are `model_frames`: `prediction` and, when labels are
+    known on the current side, `target` on both sides.
     """
-    from evidently import BinaryClassification, DataDefinition, Dataset, Report
-    from evidently.presets import ClassificationPreset, DataDriftPreset, DataSummaryPreset
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset, DataSummaryPreset
 
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = [*numeric, *categorical]
@@ -85,20 +90,9 @@ def build_reports(
     )  # fmt: skip
     data_html, data_json, data_dict = _save(data_snapshot, out_dir, DATA_REPORT)
 
-    labelled = TARGET_COLUMN in model_current.columns and TARGET_COLUMN in model_reference.columns
     model_ref = sample(model_reference, sample_rows, seed + 2)
     model_cur = sample(model_current, sample_rows, seed + 3)
-    classification = None
-    metrics: list = [DataDriftPreset(columns=[PREDICTION_COLUMN], drift_share=1.0)]
-    if labelled:
-        for frame in (model_ref, model_cur):
-            frame[TARGET_COLUMN] = frame[TARGET_COLUMN].astype(int)
-        classification = [BinaryClassification(target=TARGET_COLUMN,
-                                               prediction_probas=PREDICTION_COLUMN,
-                                               pos_label=1)]  # fmt: skip
-        metrics.append(ClassificationPreset())
-    model_definition = DataDefinition(numerical_columns=[PREDICTION_COLUMN],
-                                      classification=classification)  # fmt: skip
+    model_definition, metrics = _model_metrics(model_ref, model_cur, task)
     model_snapshot = Report(metrics).run(
         Dataset.from_pandas(model_cur, data_definition=model_definition),
         Dataset.from_pandas(model_ref, data_definition=model_definition),
@@ -109,6 +103,76 @@ def build_reports(
                        {"reference": len(ref), "current": len(cur),
                         "model_reference": len(model_ref), "model_current": len(model_cur)},
                        verdicts)  # fmt: skip
+
+
+def model_frames(task: Task, scores: np.ndarray, labels: np.ndarray | None) -> pd.DataFrame:
+    """One side of the model report from the task's scores and label codes (None: unknown).
+
+    binary      prediction = positive-class probability, target = 0/1;
+    multiclass  prediction = predicted class, one probability column per class (named by
+                the class), target = the class;
+    regression  prediction and target as numbers.
+    """
+    values, _ = task.drift_signal(scores)
+    frame = pd.DataFrame({PREDICTION_COLUMN: values})
+    names = probability_columns(task)
+    if names:
+        frame = pd.concat([frame, pd.DataFrame(np.asarray(scores), columns=names)], axis=1)
+    if labels is not None:
+        if task.kind == "binary":
+            frame[TARGET_COLUMN] = labels
+        else:
+            frame[TARGET_COLUMN] = label_names(labels, task).to_numpy()
+        frame = frame[~np.isnan(np.asarray(labels, dtype=np.float64))].reset_index(drop=True)
+        if task.kind == "binary":
+            frame[TARGET_COLUMN] = frame[TARGET_COLUMN].astype(int)
+    return frame
+
+
+def probability_columns(task: Task) -> list[str]:
+    """Multiclass: the per-class probability columns of the model report, named by the class
+    as Evidently expects (none when a class name would collide with another column)."""
+    if task.kind != "multiclass":
+        return []
+    names = [str(c) for c in task.classes]  # type: ignore[attr-defined]
+    if len(set(names)) < len(names) or {PREDICTION_COLUMN, TARGET_COLUMN} & set(names):
+        return []
+    return names
+
+
+def _model_metrics(model_ref: pd.DataFrame, model_cur: pd.DataFrame, task: Task) -> tuple:
+    """The model report's data definition and metrics for the task: prediction (and target)
+    drift, and with labels Evidently's ClassificationPreset (binary: the probability with
+    pos_label=1; multiclass: the predicted class and per-class probabilities) or
+    RegressionPreset."""
+    from evidently import BinaryClassification, DataDefinition, MulticlassClassification, Regression
+    from evidently.presets import ClassificationPreset, DataDriftPreset, RegressionPreset
+
+    labelled = TARGET_COLUMN in model_cur.columns and TARGET_COLUMN in model_ref.columns
+    labelled = labelled and len(model_cur) > 0 and len(model_ref) > 0
+    drifting = [PREDICTION_COLUMN, *([TARGET_COLUMN] if labelled else [])]
+    probas = [c for c in probability_columns(task) if c in model_cur.columns]
+    numerical, categorical = list(probas), []
+    (categorical if task.kind == "multiclass" else numerical).append(PREDICTION_COLUMN)
+    if labelled:
+        (numerical if task.kind == "regression" else categorical).append(TARGET_COLUMN)
+    metrics: list = [DataDriftPreset(columns=drifting, drift_share=1.0)]
+    kwargs: dict = {}
+    if labelled and task.kind == "binary":
+        kwargs["classification"] = [BinaryClassification(
+            target=TARGET_COLUMN, prediction_probas=PREDICTION_COLUMN, pos_label=1)]
+        metrics.append(ClassificationPreset())
+    elif labelled and task.kind == "multiclass":
+        kwargs["classification"] = [MulticlassClassification(
+            target=TARGET_COLUMN, prediction_labels=PREDICTION_COLUMN,
+            prediction_probas=probas or None)]
+        metrics.append(ClassificationPreset())
+    elif labelled:
+        kwargs["regression"] = [Regression(target=TARGET_COLUMN, prediction=PREDICTION_COLUMN)]
+        metrics.append(RegressionPreset())
+    definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical,
+                                **kwargs)  # fmt: skip
+    return definition, metrics
 
 
 def _sample_verdicts(payload: dict) -> dict[str, bool]:

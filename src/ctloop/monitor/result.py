@@ -27,13 +27,16 @@ class MonitorResult:
     feature_scores: dict[str, float] = field(default_factory=dict)
     feature_methods: dict[str, str] = field(default_factory=dict)
     prediction_drift: dict[str, Any] | None = None
+    # Current labels vs the holdout's labels (reported; it decides nothing).
+    target_drift: dict[str, Any] | None = None
+    task: str | None = None  # the champion's task kind: binary, multiclass or regression
     quality: dict[str, float] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     missing_share: dict[str, float] = field(default_factory=dict)
     monitor_run_id: str | None = None
     report_html: str | None = None  # data drift + data quality (Evidently HTML)
     report_json: str | None = None
-    model_report_html: str | None = None  # prediction drift + classification quality
+    model_report_html: str | None = None  # prediction (and target) drift + model quality
     retrain: str = "not requested"
     retrain_run_id: str | None = None
     retrain_status: str | None = None
@@ -55,6 +58,9 @@ class MonitorResult:
                 p = self.prediction_drift
                 parts.append(f"prediction {'DRIFT' if p['drifted'] else 'ok'} "
                              f"({p['score']:.3f})")  # fmt: skip
+            if self.target_drift:
+                t = self.target_drift
+                parts.append(f"target {'DRIFT' if t['drifted'] else 'ok'} ({t['score']:.3f})")
         lines, decoded = self.rows.get("capture_lines", 0), self.rows.get("decoded_lines", 0)
         if decoded < lines:
             parts.append(f"sampled {decoded}/{lines} lines")

@@ -14,11 +14,13 @@ import pytest
 
 from ctloop.monitor import capture as cap
 from ctloop.monitor import ground_truth as gt
+from ctloop.tasks import BinaryTask
 from tests.conftest import make_churn
 from tests.unit.monitor.support import T0, capture_line, write_capture, write_ground_truth
 
 FEATURES = ("tenure", "monthly_charges", "contract", "internet")
 NUMERIC = ("tenure", "monthly_charges")
+BINARY = BinaryTask("Yes", "No")
 
 
 def _frame(rows: int = 30, seed: int = 0) -> pd.DataFrame:
@@ -29,10 +31,10 @@ def test_reads_json_requests_with_served_probabilities(tmp_path: Path) -> None:
     frame = _frame()
     probs = np.linspace(0.05, 0.95, len(frame))
     write_capture(tmp_path, frame, T0, timedelta(minutes=7), probs, rows_per_request=3)
-    data = cap.read_capture(str(tmp_path), FEATURES, NUMERIC)
+    data = cap.read_capture(str(tmp_path), FEATURES, NUMERIC, task=BINARY)
     assert (data.rows, data.requests, data.malformed_lines) == (30, 10, 0)
     assert data.files == 2  # 10 requests 7 minutes apart span two hour folders
-    np.testing.assert_allclose(data.probability, probs)
+    np.testing.assert_allclose(data.scores, probs)
     pd.testing.assert_series_equal(data.frame["tenure"], frame["tenure"].astype(float),
                                    check_names=False)  # fmt: skip
     assert data.frame["contract"].tolist() == frame["contract"].tolist()
@@ -63,11 +65,11 @@ def test_window_filters_rows_and_prunes_hour_folders(tmp_path: Path) -> None:
     frame = _frame(48)
     write_capture(tmp_path, frame, T0, timedelta(minutes=30))  # 24 hours of traffic
     since, until = T0 + timedelta(hours=3), T0 + timedelta(hours=5)
-    data = cap.read_capture(str(tmp_path), FEATURES, NUMERIC, since, until)
+    data = cap.read_capture(str(tmp_path), FEATURES, NUMERIC, since, until, task=BINARY)
     assert data.rows == 4  # 03:00, 03:30, 04:00, 04:30; until is exclusive
     assert data.files == 2  # only the 03 and 04 hour folders were opened
     assert data.inference_times.min() == pd.Timestamp(since)
-    assert data.probability is None  # no endpointOutput captured
+    assert data.scores is None  # no endpointOutput captured
 
 
 def test_csv_payloads_with_and_without_header(tmp_path: Path) -> None:
@@ -116,7 +118,7 @@ def test_ground_truth_joins_by_event_id(tmp_path: Path) -> None:
                         rows_per_request=2)  # fmt: skip
     write_ground_truth(tmp_path / "gt", {ids[0]: "Yes,No", ids[2]: "No,No"}, T0)
     (tmp_path / "gt" / "junk.jsonl").write_text('{"groundTruthData": {}}\n')
-    labels, bad = gt.read_ground_truth(str(tmp_path / "gt"), "Yes", "No")
+    labels, bad = gt.read_ground_truth(str(tmp_path / "gt"), BINARY)
     assert bad == 1 and labels == {"ev-0": [1, 0], "ev-2": [0, 0]}
     data = cap.read_capture(str(tmp_path / "cap"), FEATURES, NUMERIC)
     joined = gt.join_ground_truth(data.event_ids, labels)
@@ -157,10 +159,11 @@ def test_bulk_and_line_by_line_decoding_agree(tmp_path: Path) -> None:
     write_capture(tmp_path / "clean", frame, T0, timedelta(minutes=1), probs, rows_per_request=2)
     write_capture(tmp_path / "dirty", frame, T0, timedelta(minutes=1), probs, rows_per_request=2,
                   malformed=["{oops"])  # one bad line sends its file down the per-line path
-    clean = cap.read_capture(str(tmp_path / "clean"), FEATURES, NUMERIC)
-    dirty = cap.read_capture(str(tmp_path / "dirty"), FEATURES, NUMERIC)
+    clean = cap.read_capture(str(tmp_path / "clean"), FEATURES, NUMERIC, task=BINARY)
+    dirty = cap.read_capture(str(tmp_path / "dirty"), FEATURES, NUMERIC, task=BINARY)
     assert (clean.malformed_lines, dirty.malformed_lines) == (0, 1)
     pd.testing.assert_frame_equal(clean.frame, dirty.frame)
-    np.testing.assert_array_equal(clean.probability, dirty.probability)
+    assert clean.scores is not None
+    np.testing.assert_array_equal(clean.scores, dirty.scores)
     np.testing.assert_array_equal(clean.event_ids, dirty.event_ids)
     pd.testing.assert_series_equal(clean.inference_times, dirty.inference_times)

@@ -12,6 +12,7 @@ import pandas as pd
 from ctloop.monitor import capture as cap
 from ctloop.monitor import current
 from ctloop.monitor import ground_truth as gt
+from ctloop.tasks import BinaryTask
 from tests.conftest import make_churn
 from tests.unit.monitor.support import T0, capture_line, write_capture, write_ground_truth
 
@@ -27,7 +28,8 @@ def test_sample_decodes_a_seeded_subset_of_lines(tmp_path: Path) -> None:
     frame = _frame(3000)
     write_capture(tmp_path, frame, T0, timedelta(seconds=5), np.full(3000, 0.3))
     full = cap.read_capture(str(tmp_path), FEATURES, NUMERIC)
-    one = cap.read_capture(str(tmp_path), FEATURES, NUMERIC, sample_rows=1000, seed=7)
+    one = cap.read_capture(str(tmp_path), FEATURES, NUMERIC, sample_rows=1000, seed=7,
+                           task=BinaryTask("Yes", "No"))  # fmt: skip
     two = cap.read_capture(str(tmp_path), FEATURES, NUMERIC, sample_rows=1000, seed=7)
     other = cap.read_capture(str(tmp_path), FEATURES, NUMERIC, sample_rows=1000, seed=8)
     assert (full.lines, full.decoded_lines, full.sampled) == (3000, 3000, False)
@@ -36,7 +38,7 @@ def test_sample_decodes_a_seeded_subset_of_lines(tmp_path: Path) -> None:
     assert list(one.event_ids) == list(two.event_ids)  # seeded
     assert list(one.event_ids) != list(other.event_ids)
     assert len(set(one.event_ids)) == one.rows  # without replacement
-    assert one.probability is not None and len(one.probability) == one.rows
+    assert one.scores is not None and len(one.scores) == one.rows
     # rows are the sampled requests' own rows, in capture order
     by_id = dict(zip(full.event_ids, full.frame["tenure"], strict=True))
     assert [by_id[e] for e in one.event_ids] == one.frame["tenure"].tolist()
@@ -71,7 +73,7 @@ def test_sampled_rows_join_ground_truth(tmp_path: Path) -> None:
     ids = write_capture(tmp_path / "cap", _frame(4000), T0, timedelta(seconds=5),
                         rows_per_request=2)  # fmt: skip
     write_ground_truth(tmp_path / "gt", {i: "Yes,No" for i in ids}, T0)
-    labels, _ = gt.read_ground_truth(str(tmp_path / "gt"), "Yes", "No")
+    labels, _ = gt.read_ground_truth(str(tmp_path / "gt"), BinaryTask("Yes", "No"))
     data = cap.read_capture(str(tmp_path / "cap"), FEATURES, NUMERIC, sample_rows=1000, seed=2)
     joined = gt.join_ground_truth(data.event_ids, labels)
     assert data.sampled and not np.isnan(joined).any()
@@ -86,10 +88,12 @@ def test_worker_process_decodes_the_same_sample(tmp_path: Path, monkeypatch) -> 
     pool = current.decoder_pool(str(tmp_path))
     assert pool is not None
     try:
-        remote = current.decode_capture(pool, *args)
+        remote = current.decode_capture(pool, *args, BinaryTask("Yes", "No"))
     finally:
         pool.shutdown()
-    local = cap.read_capture(*args)
+    local = cap.read_capture(*args, task=BinaryTask("Yes", "No"))
+    assert local.scores is not None
+    np.testing.assert_array_equal(remote.scores, local.scores)
     assert list(remote.event_ids) == list(local.event_ids)
     pd.testing.assert_frame_equal(remote.frame, local.frame)
     assert (remote.lines, remote.decoded_lines) == (local.lines, local.decoded_lines)
