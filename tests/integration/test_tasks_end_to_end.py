@@ -43,9 +43,11 @@ def penguins() -> pd.DataFrame:
 
 
 def diabetes() -> pd.DataFrame:
+    """The original (unscaled) diabetes table, where age, sex and the target are integers."""
     from sklearn.datasets import load_diabetes
 
-    return load_diabetes(as_frame=True).frame
+    frame = load_diabetes(as_frame=True, scaled=False).frame
+    return frame.astype({"age": "int64", "sex": "int64", "target": "int64"})
 
 
 def flights(rows: int = 3000) -> pd.DataFrame:

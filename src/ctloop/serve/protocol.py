@@ -140,6 +140,8 @@ def _encode_json(payload: Any, encoder: FeatureEncoder) -> np.ndarray:
 
 
 def _check_columns(columns: Sequence[Any], encoder: FeatureEncoder, where: str) -> None:
+    """Every feature column present once; other columns are ignored, as `mlflow models serve`
+    does (a row straight from the user's table still has its ID and excluded columns)."""
     seen: set[str] = set()
     for col in columns:
         if not isinstance(col, str):
@@ -151,10 +153,6 @@ def _check_columns(columns: Sequence[Any], encoder: FeatureEncoder, where: str) 
     missing = [c for c in expected if c not in seen]
     if missing:
         raise invalid(f"{where}: missing feature column '{missing[0]}' "
-                      f"(the model takes {list(expected)})")  # fmt: skip
-    if len(seen) != len(expected):
-        extra = next(c for c in columns if c not in set(expected))
-        raise invalid(f"{where}: unexpected column '{extra}' "
                       f"(the model takes {list(expected)})")  # fmt: skip
 
 
@@ -198,15 +196,11 @@ def _encode_records(value: Any, encoder: FeatureEncoder, where: str) -> np.ndarr
         if not isinstance(record, dict):
             raise bad(f"{where}[{i}] must be an object mapping column names to values, "
                       f"got a JSON {_json_kind(record)}")  # fmt: skip
-        if len(record) != len(expected) or not names.issuperset(record):
-            extra = [k for k in record if k not in names]
-            if extra:
-                raise invalid(f"{where}[{i}]: unexpected column '{extra[0]}' "
-                              f"(the model takes {list(expected)})")  # fmt: skip
+        if len(record) < len(expected) or not names.issubset(record):
             missing = next(c for c in expected if c not in record)
             raise invalid(f"{where}[{i}]: missing feature column '{missing}'")
         for col, cell in record.items():
-            if not isinstance(cell, _SCALARS):
+            if col in names and not isinstance(cell, _SCALARS):
                 raise invalid(f"{where}[{i}], column '{col}': expected a number, string or "
                               f"null, got a JSON {_json_kind(cell)}")  # fmt: skip
     return encoder.encode_records(value)
