@@ -75,8 +75,9 @@ def _booleans(series: pd.Series) -> pd.Series:
 
 
 def _timestamps(series: pd.Series, fmt: str | None) -> pd.Series:
-    """Dates and times (datetime dtype, or text as captured traffic carries them) as seconds
-    since the epoch in UTC; unparsable -> NaN."""
+    """Dates and times (datetime dtype, or text as captured traffic carries them) as naive
+    UTC datetimes; unparsable -> NaT. The champion scores them as they are; the drift tests
+    see them as numbers through `drift_view`."""
     if isinstance(series.dtype, pd.DatetimeTZDtype):
         stamps = series.dt.tz_convert("UTC")
     elif pd.api.types.is_datetime64_dtype(series):
@@ -87,14 +88,24 @@ def _timestamps(series: pd.Series, fmt: str | None) -> pd.Series:
         if stamps.notna().sum() < text.notna().sum():  # not all in that format: any format
             mixed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
             stamps = stamps.fillna(mixed)
-    epoch = pd.Timestamp("1970-01-01", tz="UTC")
-    return ((stamps - epoch) / pd.Timedelta(seconds=1)).astype("float64")
+    return stamps.dt.tz_localize(None)
+
+
+def drift_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """The normalised frame as the drift tests and reports compare it: dates as seconds
+    since the epoch."""
+    dates = [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])]
+    if not dates:
+        return frame
+    epoch = pd.Timestamp("1970-01-01")
+    return frame.assign(**{c: ((frame[c] - epoch) / pd.Timedelta(seconds=1)).astype("float64")
+                           for c in dates})
 
 
 def normalise(frame: pd.DataFrame, model: TabularModel) -> pd.DataFrame:
     """Feature columns as the drift tests compare them: categorical ones as strings, numeric
-    ones as float (unparsable -> NaN), booleans as 1.0/0.0 and dates as epoch seconds (both may
-    arrive as text in captured traffic)."""
+    ones as float (unparsable -> NaN), booleans as 1.0/0.0 and dates as datetimes (both may
+    arrive as text in captured traffic). The champion can score the result."""
     encoder = model.encoder
     out = {}
     for col in model.feature_columns:

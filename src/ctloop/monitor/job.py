@@ -31,6 +31,7 @@ from ctloop.monitor import decide as dec
 from ctloop.monitor.current import Current, current_window, decoder_pool, read_current
 from ctloop.monitor.drift import PREDICTION_COLUMN, ColumnDrift, column_drift, dataset_drift
 from ctloop.monitor.frames import (
+    drift_view,
     encode_labels,
     label_names,
     normalise,
@@ -150,7 +151,8 @@ def _gather_evidence(cfg: Config, model: TabularModel, reference: pd.DataFrame,
     evidence = _Evidence(columns, categorical, quality_report, normalise(reference, model))
     if len(cur.frame):
         testable = [c for c in columns if c not in quality_report.empty_columns]
-        evidence.drift_cols = dataset_drift(evidence.ref_frame, cur.frame, testable, categorical)
+        evidence.drift_cols = dataset_drift(drift_view(evidence.ref_frame), drift_view(cur.frame),
+                                            testable, categorical)
         clock.lap("drift_tests")
         _score_predictions(cfg, model, reference, parent_run_id, cur, evidence, result)
         clock.lap("predictions_and_quality")
@@ -285,7 +287,7 @@ def _log_reports(cfg: Config, model: TabularModel, run, cur: Current, evidence: 
     columns, categorical = evidence.columns, evidence.categorical
     empty = evidence.quality_report.empty_columns
     model_ref, model_cur = _model_frames(cfg, model, cur, evidence, result)
-    files = build_reports(evidence.ref_frame, cur.frame,
+    files = build_reports(drift_view(evidence.ref_frame), drift_view(cur.frame),
                           [c for c in columns if c not in categorical and c not in empty],
                           [c for c in categorical if c not in empty],
                           model_ref, model_cur, folder,

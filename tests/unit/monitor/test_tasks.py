@@ -17,7 +17,13 @@ from ctloop.monitor import capture as cap
 from ctloop.monitor import ground_truth as gt
 from ctloop.monitor.capture_decode import served_scores
 from ctloop.monitor.drift import column_drift
-from ctloop.monitor.frames import encode_labels, label_names, normalise, numeric_columns
+from ctloop.monitor.frames import (
+    drift_view,
+    encode_labels,
+    label_names,
+    normalise,
+    numeric_columns,
+)
 from ctloop.monitor.quality import quality
 from ctloop.monitor.report import PREDICTION_COLUMN, TARGET_COLUMN, model_frames
 from ctloop.tasks import BinaryTask, MulticlassTask, RegressionTask, Task
@@ -281,7 +287,8 @@ def test_booleans_and_dates_arriving_as_text_are_normalised() -> None:
     pd.testing.assert_series_equal(left["member"], right["member"])
     pd.testing.assert_series_equal(left["joined"], right["joined"])
     assert left["member"].tolist() == [1.0, 0.0]
-    assert right["joined"].diff().iloc[1] == 86400.0
+    assert drift_view(right)["joined"].diff().iloc[1] == 86400.0
+    np.testing.assert_array_equal(encoder.encode_frame(left), encoder.encode_frame(training))
     odd = normalise(pd.DataFrame({"amount": ["x"], "member": ["perhaps"], "joined": ["soon"],
                                   "plan": [None]}), model)  # fmt: skip
     assert odd[["amount", "member", "joined"]].isna().all(axis=None)
