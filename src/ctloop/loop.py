@@ -74,6 +74,7 @@ def status(cfg: Config) -> dict[str, Any]:
         "version": champion.version,
         "stage": champion.stage,
         "since": tags.get("ctloop.champion_since", ""),
+        "task": tags.get("ctloop.task", "binary"),
         "decision": tags.get("ctloop.decision", ""),
         "gates": tags.get("ctloop.gates", ""),
         "compared_with": tags.get("ctloop.compared_with", ""),

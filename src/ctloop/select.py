@@ -315,7 +315,7 @@ def decision_tags(decision: Decision, run_tags: dict[str, str]) -> dict[str, str
         "ctloop.forced": str(decision.forced).lower(),
     }
     for key in ("ctloop.window_start", "ctloop.window_end", "ctloop.config_hash",
-                "ctloop.git_commit", "ctloop.data_source"):
+                "ctloop.git_commit", "ctloop.data_source", "ctloop.task"):
         if key in run_tags:
             tags[key] = run_tags[key]
     return tags

@@ -199,4 +199,6 @@ def test_predict_monitor_and_status(trained):
     assert calm.quality  # labels are in the file: the task's own metrics
     assert moved.decision == "drift" and case.shifted_column in moved.drifted_columns
     assert report["champion"]["version"] == 1
+    assert report["champion"]["task"] == mlflow.get_run(
+        trained["result"].run_id).data.tags["ctloop.task"]
     assert report["last_monitor"]["run_id"] == moved.monitor_run_id
