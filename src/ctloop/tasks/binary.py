@@ -27,6 +27,11 @@ def label_type(value: Any) -> str:
     return "string"
 
 
+def label_dtype(value: Any) -> type | None:
+    """Text labels as objects (numpy's fixed-width strings would be copied by pandas)."""
+    return object if isinstance(value, str) else None
+
+
 @dataclass(frozen=True)
 class BinaryTask(Task):
     positive_label: Any
@@ -86,7 +91,8 @@ class BinaryTask(Task):
         return [positive if p >= self.threshold else negative for p in probability.tolist()]
 
     def output_frame(self, scores: np.ndarray) -> pd.DataFrame:
-        return pd.DataFrame({"probability": scores, "label": self.labels(scores)})
+        labels = np.asarray(self.labels(scores), dtype=label_dtype(self.positive_label))
+        return pd.DataFrame({"probability": scores, "label": labels}, copy=False)
 
     def output_records(self, scores: np.ndarray) -> list[dict[str, Any]]:
         return [{"probability": p, "label": label}

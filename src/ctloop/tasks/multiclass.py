@@ -14,7 +14,7 @@ from sklearn.metrics import f1_score
 from ctloop import metrics, plots
 from ctloop.metrics import Sampler
 from ctloop.tasks.base import Task, TaskError, jsonable, probabilities_ok
-from ctloop.tasks.binary import label_type
+from ctloop.tasks.binary import label_dtype, label_type
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,12 @@ class MulticlassTask(Task):
         return [classes[i] for i in scores.argmax(axis=1).tolist()]
 
     def output_frame(self, scores: np.ndarray) -> pd.DataFrame:
-        frame = pd.DataFrame(scores, columns=self.probability_columns())
-        frame["label"] = self.labels(scores)
-        return frame
+        # One dict of columns, built at once: inserting `label` afterwards costs more than
+        # the whole single-row prediction.
+        columns: dict[str, np.ndarray] = {
+            name: scores[:, i] for i, name in enumerate(self.probability_columns())}
+        columns["label"] = np.asarray(self.labels(scores), dtype=label_dtype(self.classes[0]))
+        return pd.DataFrame(columns, copy=False)
 
     def output_records(self, scores: np.ndarray) -> list[dict[str, Any]]:
         names = self.probability_columns()
