@@ -1,0 +1,198 @@
+"""Training runs: the parent run of `ctloop train`, a child run per trial, the logged models.
+
+Why a module of its own: this is where a trained candidate becomes a standard MLflow pyfunc
+model (signature, bundled ctloop source, pinned requirements), and where `select` finds the
+training run and its trials again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ctloop.data import Dataset
+from ctloop.features import FeatureEncoder
+from ctloop.tasks import Task
+from ctloop.tracking.layout import (
+    MODEL_NAME_IN_RUN,
+    RUN_KIND_TAG,
+    TRAINING_KIND,
+    TRIAL_KIND,
+)
+from ctloop.tracking.store import _client, _short, experiment_id, use_experiment
+
+# Runtime packages a logged model needs, pinned to what trained it.
+MODEL_REQUIREMENTS = ("mlflow", "pandas", "numpy", "scipy", "scikit-learn", "xgboost", "skops",
+                      "pyarrow")
+
+
+def input_types(encoder: FeatureEncoder) -> dict[str, str]:
+    """Each raw input column's signature type: `string` for text categories, `Any` for the
+    rest, so that int64, float, bool and date columns straight from `pd.read_csv` or
+    `pd.read_parquet` pass MLflow's schema enforcement (it refuses int64 -> double, and a
+    column stored as int in one file and float in the next); the model converts them."""
+    text = set(encoder.string_columns)
+    return {col: "string" if col in text else "any" for col in encoder.columns}
+
+
+def _model_signature(encoder: FeatureEncoder, task: Task):
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
+
+    inputs = Schema([
+        ColSpec(AnyType() if kind == "any" else kind, col, required=False)
+        for col, kind in input_types(encoder).items()
+    ])
+    outputs = Schema([ColSpec(kind, name) for name, kind in task.output_types().items()])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+_CODE_SNAPSHOT: list[Path] = []
+
+
+def _code_snapshot() -> Path:
+    """ctloop's source without bytecode caches, copied once per process: each logged model
+    bundles it, and against a team server every file is one upload."""
+    if not _CODE_SNAPSHOT or not _CODE_SNAPSHOT[0].exists():
+        import atexit
+        import shutil
+
+        target = Path(tempfile.mkdtemp(prefix="ctloop-code-")) / "ctloop"
+        atexit.register(shutil.rmtree, target.parent, True)
+        # parents[1]: the whole ctloop package folder, not this tracking/ subpackage.
+        shutil.copytree(Path(__file__).resolve().parents[1], target,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        _CODE_SNAPSHOT[:] = [target]
+    return _CODE_SNAPSHOT[0]
+
+
+def _requirements() -> list[str]:
+    pins = []
+    for package in MODEL_REQUIREMENTS:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            pins.append(f"{package}=={metadata.version(package)}")
+    return pins
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What a finished trial hands to the tracker: all computed in the worker process."""
+
+    name: str
+    family: str
+    params: Mapping[str, Any]
+    metrics: Mapping[str, float]
+    model_dir: Path
+    plot_dir: Path | None
+    input_example: pd.DataFrame
+
+
+class TrainingRun:
+    """One parent run per `ctloop train`, with a child run per trial."""
+
+    def __init__(self, run_id: str, experiment: str) -> None:
+        self.run_id = run_id
+        self.experiment = experiment
+
+    def log_dataset(self, dataset: Dataset, split: str) -> None:
+        import mlflow
+
+        ds = mlflow.data.from_pandas(
+            dataset.frame, source=dataset.source, targets=dataset.target, name=f"{split}"
+        )
+        mlflow.log_input(ds, context=split)
+
+    def log_frame(self, frame: pd.DataFrame, artifact: str) -> None:
+        """A frame as a Parquet artifact: the training rows (the monitor's reference) and the
+        holdout (the gate scores challenger and champion on exactly these rows)."""
+        import mlflow
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact).name
+            frame.to_parquet(path, index=False)
+            mlflow.log_artifact(str(path), artifact_path=str(Path(artifact).parent))
+
+    def log_trial(self, record: TrialRecord, encoder: FeatureEncoder, task: Task,
+                  tags: Mapping[str, str]) -> str:
+        """A child run with params, metrics, plots and the pyfunc model; returns the model URI."""
+        import mlflow
+
+        with mlflow.start_run(run_name=record.name, nested=True) as child:
+            mlflow.set_tags({**tags, RUN_KIND_TAG: TRIAL_KIND, "ctloop.family": record.family,
+                             "ctloop.parent_run_id": self.run_id})
+            mlflow.log_params({k: _short(v) for k, v in record.params.items()})
+            mlflow.log_metrics(dict(record.metrics))
+            if record.plot_dir is not None:
+                mlflow.log_artifacts(str(record.plot_dir), artifact_path="plots")
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_NAME_IN_RUN,
+                loader_module="ctloop.model",
+                data_path=str(record.model_dir),
+                code_paths=[str(_code_snapshot())],
+                signature=_model_signature(encoder, task),
+                input_example=record.input_example,
+                pip_requirements=_requirements(),
+            )
+            mlflow.set_tag("ctloop.model_uri", info.model_uri)
+            return child.info.run_id
+
+    def mark_best(self, trial_run_id: str, metric: str, value: float) -> None:
+        import mlflow
+
+        uri = f"runs:/{trial_run_id}/{MODEL_NAME_IN_RUN}"
+        mlflow.set_tags({"ctloop.best_trial_run_id": trial_run_id, "ctloop.best_model_uri": uri})
+        mlflow.log_metric(f"best_{metric}", value)
+
+
+@contextlib.contextmanager
+def training_run(
+    experiment: str, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]
+) -> Iterator[TrainingRun]:
+    """Start the parent run; any exception (or Ctrl-C) ends it FAILED, never left RUNNING."""
+    import mlflow
+
+    use_experiment(experiment_id(experiment))
+    with mlflow.start_run(run_name=run_name, tags={**tags, RUN_KIND_TAG: TRAINING_KIND}) as run:
+        mlflow.log_params({k: _short(v) for k, v in params.items()})
+        yield TrainingRun(run.info.run_id, experiment)
+
+
+def latest_training_run(experiment: str) -> str | None:
+    """The newest finished training (parent) run of the experiment."""
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = _client().search_runs(
+        [exp.experiment_id],
+        filter_string=(
+            f"tags.`{RUN_KIND_TAG}` = '{TRAINING_KIND}' and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def trial_runs(parent_run_id: str) -> list[dict[str, Any]]:
+    """The children of a training run with their metrics, params and tags."""
+    parent = _client().get_run(parent_run_id)
+    runs = _client().search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        max_results=1000,
+    )
+    return [
+        {"run_id": r.info.run_id, "name": r.info.run_name, "metrics": dict(r.data.metrics),
+         "params": dict(r.data.params), "tags": dict(r.data.tags)}
+        for r in runs
+    ]
