@@ -124,7 +124,7 @@ def training(repeats: int) -> dict:
         phases.append(result.phases["trials_fit_and_logged"])
     dataset = load_dataset(cfg.data)
     splits = split_dataset(dataset, cfg.split)
-    encoder = FeatureEncoder.fit(splits.train.frame, dataset.feature_columns, dataset.categorical,
+    encoder = FeatureEncoder.fit(splits.train.frame, dataset.feature_columns, dataset.kinds,
                                  cfg.data.features.max_categories)
     X, y = encoder.encode_frame(splits.train.frame), splits.train.y
     trials = sample_trials(cfg.training.candidates, cfg.training.seed)
@@ -134,7 +134,7 @@ def training(repeats: int) -> dict:
         with threadpool_limits(1):
             for trial in trials:
                 start = time.perf_counter()
-                fit_estimator(trial, X, y, encoder.categorical_indices)
+                fit_estimator(trial, dataset.task.kind, X, y, encoder.categorical_indices)
                 total += time.perf_counter() - start
         fits.append(total)
     wall, fit = statistics.median(walls), statistics.median(fits)

@@ -29,3 +29,58 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
     return out
+
+
+TIME = "scheduled_departure"
+TASK_TARGETS = {"binary": "arr_delayed", "multiclass": "delay_bucket",
+                "regression": "arr_delay_minutes"}
+FLIGHTS_WINDOW = {"start": "2013-01-01", "end": "2013-04-01"}
+
+
+def flights_task_csv(task: str, folder: Path) -> Path:
+    """The flights table (Jan-Mar 2013, ~54k rows) with a target for `task`, as a CSV a user
+    would have: binary late (> 15 min) or not, multiclass on_time / late / very_late (> 30
+    min), regression the arrival delay in minutes (clipped to -60..240)."""
+    import numpy as np
+    import pandas as pd
+
+    from ctloop.data import FLIGHTS_FEATURES, FLIGHTS_TARGET, _flights_dir, load_flights
+
+    path = folder / f"flights-{task}.csv"
+    if path.exists():
+        return path
+    frame, _ = load_flights()
+    # load_flights keeps only the label; recover the minutes the same way it orders rows
+    # (arrivals known, left-joined weather, stable sort on the scheduled departure).
+    raw = pd.read_csv(_flights_dir() / "flights.csv.zip")
+    raw = raw[raw["arr_delay"].notna()].reset_index(drop=True)
+    scheduled = pd.to_datetime(dict(year=raw["year"], month=raw["month"], day=raw["day"],
+                                    hour=raw["hour"], minute=raw["minute"]))  # fmt: skip
+    raw = raw.iloc[np.argsort(scheduled.to_numpy(), kind="stable")].reset_index(drop=True)
+    aligned = (len(raw) == len(frame)
+               and (raw["carrier"].to_numpy() == frame["carrier"].to_numpy()).all()
+               and ((raw["arr_delay"] > 15).to_numpy() == frame[FLIGHTS_TARGET].astype(bool)
+                    ).all())  # fmt: skip
+    if not aligned:
+        raise RuntimeError("could not align arrival delays with ctloop's flights table")
+    minutes = raw["arr_delay"].to_numpy(dtype=float)
+    targets = {
+        "binary": frame[FLIGHTS_TARGET].to_numpy(),
+        "multiclass": np.select([minutes <= 0, minutes <= 30], ["on_time", "late"],
+                                "very_late"),
+        "regression": np.clip(minutes, -60, 240),
+    }
+    out = frame[[TIME, *FLIGHTS_FEATURES]].copy()
+    out[TASK_TARGETS[task]] = targets[task]
+    out = out[(out[TIME] >= FLIGHTS_WINDOW["start"]) & (out[TIME] < FLIGHTS_WINDOW["end"])]
+    folder.mkdir(parents=True, exist_ok=True)
+    out.to_csv(path, index=False)
+    return path
+
+
+def flights_task_config(task: str, folder: Path, name: str) -> dict[str, Any]:
+    """A user's config for `flights_task_csv(task)`: four lines plus the time column."""
+    return {"name": name,
+            "data": {"source": str(flights_task_csv(task, folder)),
+                     "target": TASK_TARGETS[task], "time_column": TIME,
+                     **({"positive_label": 1} if task == "binary" else {})}}
