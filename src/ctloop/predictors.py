@@ -40,7 +40,7 @@ from ctloop.tasks import Task
 
 log = logging.getLogger(__name__)
 
-TREE_MAX_ROWS = 256  # up to this many rows the numpy walk beats the estimator (bench'd)
+TREE_MAX_ROWS = 128  # up to here the numpy walk beats the estimator (flights models, 1 thread)
 _PROBE_ROWS = 48
 _RTOL = 1e-9  # linear scores differ from scikit-learn's sparse dot product by ~1e-16
 
