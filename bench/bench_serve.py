@@ -6,14 +6,16 @@ trial each) is trained per task on the flights data, Jan-Mar 2013:
   multiclass  the same rows and features, target = delay bucket (on_time <= 0 min, late <= 30,
               very_late), written as a CSV into the bench's cache folder
   regression  target = arrival delay in minutes clipped to [-60, 240], likewise
-Each champion is served by each server in turn, at its defaults (`ctloop serve`: one worker
-per core up to 4, capture on; `mlflow models serve`: 1 worker), on a free loopback port, and
-loaded by the same generator, `wrk` (C, so it takes little CPU from the servers), with 8
-connections POSTing a fixed single-row body. Each cell is the median of `--repeats` runs;
-peak RSS is the whole server process tree, sampled every 100 ms; the load average is read
-before and after each server. Both servers' first answers are compared (the pyfunc contract:
-the same predictions). The in-process pyfunc single-row predict is timed too. Trained
-champions are cached in bench/results/.serve-store. Writes bench/results/serve.json.
+Each champion is served by both servers at their defaults (`ctloop serve`: one worker per
+core up to 4, capture on; `mlflow models serve`: 1 worker) on free loopback ports, up
+together, and loaded in alternating runs (so drifting load from other jobs falls on both) by
+the same generator, `wrk` (C, so it takes little CPU from the servers), with 8 connections
+POSTing a fixed single-row body. Each cell is the median of `--repeats` runs; peak RSS is the
+whole server process tree, sampled every 100 ms; the 1-minute load average is read around
+every run (lowest and highest are reported). Both servers' first answers are compared (the
+pyfunc contract: the same predictions), and the in-process pyfunc single-row predict is
+timed. Trained champions are cached in bench/results/.serve-store. Writes
+bench/results/serve.json.
 
     PYTHONPATH=src .venv/bin/python -m bench.bench_serve [--seconds 5] [--repeats 3]
         [--tasks binary,multiclass,regression] [--families xgboost,linear,...] [--rows 1,100]
@@ -245,28 +247,44 @@ def run_wrk(url: str, body_file: Path, seconds: int, connections: int = 8) -> di
             "socket_errors": socket_errors.group(1) if socket_errors else ""}  # fmt: skip
 
 
-def measure(target: Target, bodies: dict[str, Path], seconds: int, repeats: int) -> dict:
-    load_before = os.getloadavg()[0]
-    target.start(bodies["1"].read_bytes())
-    sampler = threading.Thread(target=target.sample_rss, daemon=True)
-    sampler.start()
-    results = {}
+def measure(targets: list[Target], bodies: dict[str, Path], seconds: int,
+            repeats: int) -> list[dict]:
+    """Both servers up at once and their runs interleaved (A, B, A, B, ...), so that the
+    shared machine's drifting load falls on both alike."""
+    load = [os.getloadavg()[0]]
+    samplers = []
     try:
+        for target in targets:
+            target.start(bodies["1"].read_bytes())
+            sampler = threading.Thread(target=target.sample_rss, daemon=True)
+            sampler.start()
+            samplers.append(sampler)
+        runs: dict[tuple[int, str], list[dict]] = {}
         for size, body in bodies.items():
-            run_wrk(target.url, body, 2)  # warm-up
-            runs = [run_wrk(target.url, body, seconds) for _ in range(repeats)]
-            results[size] = {
-                "rps": statistics.median(r["rps"] for r in runs),
-                "p50_ms": statistics.median(r["p50_ms"] for r in runs),
-                "p99_ms": statistics.median(r["p99_ms"] for r in runs),
-                "errors": sum(r["errors"] for r in runs), "runs": runs}  # fmt: skip
+            for i, target in enumerate(targets):
+                run_wrk(target.url, body, 2)  # warm-up
+                runs[i, size] = []
+            for _ in range(repeats):
+                for i, target in enumerate(targets):
+                    runs[i, size].append(run_wrk(target.url, body, seconds))
+                    load.append(os.getloadavg()[0])
     finally:
-        target.stop()
-    return {"label": target.label, "peak_rss_mb": round(target.peak_rss / 2**20),
-            "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-            "first_answer": target.reference, "results": results}  # fmt: skip
-
-
+        for target in targets:
+            target.stop()
+    out = []
+    for i, target in enumerate(targets):
+        results = {}
+        for size in bodies:
+            r = runs[i, size]
+            results[size] = {
+                "rps": statistics.median(x["rps"] for x in r),
+                "p50_ms": statistics.median(x["p50_ms"] for x in r),
+                "p99_ms": statistics.median(x["p99_ms"] for x in r),
+                "errors": sum(x["errors"] for x in r), "runs": r}  # fmt: skip
+        out.append({"label": target.label, "peak_rss_mb": round(target.peak_rss / 2**20),
+                    "load_avg_1m": [round(min(load), 2), round(max(load), 2)],
+                    "first_answer": target.reference, "results": results})  # fmt: skip
+    return out
 
 
 def pyfunc_timing(uri: str, frame, repeats: int = 300) -> dict:
@@ -369,11 +387,8 @@ def main() -> None:
         ]  # fmt: skip
         print(f"... {task} {family}: pyfunc", flush=True)
         timing = pyfunc_timing(f"models:/{name}@champion", frames[task])
-        measured = []
-        for target in targets:
-            print(f"... {task} {family}: {target.label}", flush=True)
-            measured.append(measure(target, bodies, args.seconds, args.repeats))
-        ctloop_row, mlflow_row = measured
+        print(f"... {task} {family}: both servers", flush=True)
+        ctloop_row, mlflow_row = measure(targets, bodies, args.seconds, args.repeats)
         rows.append({"task": task, "family": family, "model": name, "pyfunc": timing,
                      "max_answer_difference": same_answers(ctloop_row["first_answer"],
                                                            mlflow_row["first_answer"]),
@@ -393,12 +408,13 @@ def report(rows: list[dict], args, default_workers: int, started, ended) -> None
     for row in rows:
         c, m = row["ctloop"]["results"]["1"], row["mlflow"]["results"]["1"]
         rss = f"{row['ctloop']['peak_rss_mb']}/{row['mlflow']['peak_rss_mb']}"
-        load = max(row["ctloop"]["load_avg_1m"] + row["mlflow"]["load_avg_1m"])
+        low, high = row["ctloop"]["load_avg_1m"]
+        load = f"{low:.1f}-{high:.1f}"
         same = "yes" if row["max_answer_difference"] <= 1e-9 else "NO"
         print(f"{row['task']:<10} {row['family']:<22} {c['rps']:>10.0f} {m['rps']:>10.0f} "
               f"{c['rps'] / m['rps']:>6.1f} {c['p50_ms']:>7.2f} {c['p99_ms']:>7.2f} "
               f"{m['p99_ms']:>8.1f} {rss:>11} "
-              f"{row['pyfunc']['ctloop_pyfunc_predict_ms']:>9.3f} {load:>9.2f} {same:>5}")
+              f"{row['pyfunc']['ctloop_pyfunc_predict_ms']:>9.3f} {load:>9} {same:>5}")
         for size in row["ctloop"]["results"]:
             if size != "1":
                 r = row["ctloop"]["results"][size]
@@ -407,7 +423,7 @@ def report(rows: list[dict], args, default_workers: int, started, ended) -> None
                       f"{r['rps'] / base['rps']:>6.1f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
                       f"{base['p99_ms']:>8.1f}")  # fmt: skip
     print("RSS: ctloop (all workers) / mlflow; pyfunc: in-process single-row predict of "
-          "ctloop's pyfunc; load: highest 1-minute load average seen; same: both servers "
+          "ctloop's pyfunc; load: 1-minute load average, lowest-highest; same: both servers "
           "answered the first request alike")  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = {"seconds": args.seconds, "repeats": args.repeats, "connections": 8,

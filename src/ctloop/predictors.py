@@ -70,7 +70,10 @@ def build(estimator: Any, family: str, task: Task) -> Predictor | None:
     if predictor is None:
         log.debug("no fast predictor for %s (%s)", family, type(estimator).__name__)
         return None
-    problem = _verify(predictor, estimator, task)
+    try:
+        problem = _verify(predictor, estimator, task)
+    except Exception as exc:  # e.g. an estimator that refuses NaN: the probes have some
+        problem = f"{type(exc).__name__}: {exc}"
     if problem:
         log.warning("fast predictor for %s disagrees with the estimator (%s); using the "
                     "estimator", family, problem)
@@ -140,10 +143,11 @@ def _verify(predictor: Predictor, estimator: Any, task: Task) -> str | None:
 # --- linear -------------------------------------------------------------------------------
 
 class _Imputation:
-    """SimpleImputer.transform for a float32 matrix with a fill value per column."""
+    """SimpleImputer.transform with a fill value per column, in the input's float dtype."""
 
     def __init__(self, fill: np.ndarray) -> None:
-        self.fill = fill.astype(np.float32)
+        self.fill = {np.dtype(np.float32): fill.astype(np.float32),
+                     np.dtype(np.float64): fill.astype(np.float64)}
 
     @classmethod
     def of(cls, imputer: Any) -> _Imputation:
@@ -153,9 +157,9 @@ class _Imputation:
             raise ValueError("imputer drops columns or adds indicators")
         return cls(stats)
 
-    def __call__(self, X32: np.ndarray) -> np.ndarray:
-        missing = np.isnan(X32)
-        return np.where(missing, self.fill, X32) if missing.any() else X32
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        missing = np.isnan(X)
+        return np.where(missing, self.fill[X.dtype], X) if missing.any() else X
 
 
 class _Linear(Predictor):
@@ -168,8 +172,12 @@ class _Linear(Predictor):
                  num_coef: np.ndarray) -> None:  # fmt: skip
         self.task, self.link, self.intercept = task, link, intercept
         self.cat_cols, self.sizes, self.offsets, self.table = cat_cols, sizes, offsets, table
-        self.num_cols, self.imputation, self.mean, self.scale = num_cols, imputation, mean, scale
-        self.num_coef = num_coef
+        self.num_cols, self.imputation, self.num_coef = num_cols, imputation, num_coef
+        # StandardScaler casts its statistics to the input's dtype before using them
+        self.mean = None if mean is None else {np.dtype(t): mean.astype(t)
+                                               for t in (np.float32, np.float64)}
+        self.scale = None if scale is None else {np.dtype(t): scale.astype(t)
+                                                 for t in (np.float32, np.float64)}
 
     @classmethod
     def of(cls, pre: Any, model: Any, task: Task) -> _Linear | None:
@@ -221,10 +229,8 @@ class _Linear(Predictor):
                         and mean is None and scale is None:
                     imputation = _Imputation.of(step)
                 elif isinstance(step, StandardScaler) and mean is None and scale is None:
-                    # StandardScaler casts its statistics to the input's dtype first
-                    mean = None if step.mean_ is None else np.asarray(step.mean_, np.float32)
-                    scale = None if step.scale_ is None else np.asarray(step.scale_,
-                                                                        np.float32)
+                    mean = None if step.mean_ is None else np.asarray(step.mean_)
+                    scale = None if step.scale_ is None else np.asarray(step.scale_)
                 else:
                     return None
             num_blocks.append((columns.astype(np.intp), imputation, mean, scale,
@@ -253,13 +259,15 @@ class _Linear(Predictor):
             index = _code_index(codes, self.sizes, unknown=self.sizes + 1)
             decision += self.table[index + self.offsets].sum(axis=1)
         if self.num_cols.size:
-            Xn = X[:, self.num_cols].astype(np.float32)  # the pipeline scales in float32
+            # the pipeline imputes and scales in the input's dtype (float32 from the encoder)
+            dtype = np.float64 if X.dtype == np.float64 else np.float32
+            Xn = X[:, self.num_cols].astype(dtype)
             if self.imputation is not None:
                 Xn = self.imputation(Xn)
             if self.mean is not None:
-                Xn -= self.mean
+                Xn -= self.mean[Xn.dtype]
             if self.scale is not None:
-                Xn /= self.scale
+                Xn /= self.scale[Xn.dtype]
             decision += Xn.astype(np.float64) @ self.num_coef
         decision += self.intercept
         if self.link == "expit":

@@ -119,7 +119,9 @@ def test_fast_path_equals_the_estimator(fitted, table, family, task):
     encoder = table[1]
     X = scoring_rows(encoder, 600, seed=7)
     assert np.isnan(X[:, encoder.categorical_indices]).any()  # unseen categories present
-    for batch in (X[:1], X[1:2], X[:5], X[:predictors.TREE_MAX_ROWS], X, odd_codes(encoder, X)):
+    batches = (X[:1], X[1:2], X[:5], X[:predictors.TREE_MAX_ROWS], X, odd_codes(encoder, X),
+               X[:7].astype(np.float64))  # float64 input: the pipeline then works in float64
+    for batch in batches:
         expected = predictors.estimator_scores(model.estimator, model.task, batch)
         assert_same(family, model.fast(batch), expected)  # the fast path at every size
         assert_same(family, model.scores_encoded(batch), expected)  # whichever path serves
