@@ -1,12 +1,24 @@
-"""Scoring-server throughput: `ctloop serve` vs `mlflow models serve` on the same champion.
+"""Scoring-server throughput per model family and task: `ctloop serve` vs `mlflow models serve`.
 
-One XGBoost champion trained on the flights data (Jan-Mar 2013, one xgboost trial) is served
-by each server in turn on a free loopback port and loaded by the same generator, `wrk` (C, so
-it takes little CPU from the servers), with 8 connections POSTing a fixed body. Each cell is
-the median of `--repeats` runs; peak RSS is the whole server process tree, sampled every
-100 ms. Writes bench/results/serve.json.
+One champion per family (xgboost, linear, hist_gradient_boosting, random_forest; one fixed
+trial each) is trained per task on the flights data, Jan-Mar 2013:
+  binary      the built-in table (arrival more than 15 minutes late)
+  multiclass  the same rows and features, target = delay bucket (on_time <= 0 min, late <= 30,
+              very_late), written as a CSV into the bench's cache folder
+  regression  target = arrival delay in minutes clipped to [-60, 240], likewise
+Each champion is served by both servers at their defaults (`ctloop serve`: one worker per
+core up to 4, capture on; `mlflow models serve`: 1 worker) on free loopback ports, up
+together, and loaded in alternating runs (so drifting load from other jobs falls on both) by
+the same generator, `wrk` (C, so it takes little CPU from the servers), with 8 connections
+POSTing a fixed single-row body. Each cell is the median of `--repeats` runs; peak RSS is the
+whole server process tree, sampled every 100 ms; the 1-minute load average is read around
+every run (lowest and highest are reported). Both servers' first answers are compared (the
+pyfunc contract: the same predictions), and the in-process pyfunc single-row predict is
+timed. Trained champions are cached in bench/results/.serve-store. Writes
+bench/results/serve.json.
 
-    .venv/bin/python -m bench.bench_serve [--seconds 10] [--repeats 3]
+    PYTHONPATH=src .venv/bin/python -m bench.bench_serve [--seconds 5] [--repeats 3]
+        [--tasks binary,multiclass,regression] [--families xgboost,linear,...] [--rows 1,100]
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import psutil
 import yaml
 
@@ -34,18 +47,80 @@ from bench.common import flights_xgboost_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-STORE = RESULTS / ".serve-store"  # the trained champion is reused across bench runs
+STORE = RESULTS / ".serve-store"  # trained champions and the derived CSVs, reused across runs
 NAME = "flights-bench"
+FAMILIES = ("xgboost", "linear", "hist_gradient_boosting", "random_forest")
+TASKS = ("binary", "multiclass", "regression")
+# One fixed trial per family (the search spaces of configs/flights.yaml, pinned).
+SEARCH = {
+    "xgboost": {"n_estimators": [200], "max_depth": [6], "learning_rate": [0.1]},
+    "linear": {"C": [1.0]},
+    "hist_gradient_boosting": {"learning_rate": [0.1], "max_leaf_nodes": [31]},
+    "random_forest": {"n_estimators": [200], "min_samples_leaf": [5]},
+}
+WINDOW = {"start": "2013-01-01", "end": "2013-04-01"}
+TIME = "scheduled_departure"
+TARGETS = {"multiclass": "delay_bucket", "regression": "arr_delay_minutes"}
 
 
-def champion_store() -> tuple[Path, str, Path]:
-    """(folder, tracking URI, config): an XGBoost flights champion, trained once and cached."""
+def model_name(task: str, family: str) -> str:
+    return f"{NAME}-{task}-{family.replace('_', '-')}"
+
+
+def flights_csv(task: str) -> Path:
+    """The flights table (Jan-Mar 2013) with a multiclass or regression target, as a CSV."""
+    path = STORE / f"flights-{task}.csv"
+    if path.exists():
+        return path
+    import pandas as pd
+
+    from ctloop.data import FLIGHTS_FEATURES, FLIGHTS_TARGET, _flights_dir, load_flights
+
+    frame, _ = load_flights()
+    # load_flights keeps only the label; recover the minutes the same way it orders rows
+    # (arrivals known, left-joined weather, stable sort on the scheduled departure).
+    raw = pd.read_csv(_flights_dir() / "flights.csv.zip")
+    raw = raw[raw["arr_delay"].notna()].reset_index(drop=True)
+    scheduled = pd.to_datetime(dict(year=raw["year"], month=raw["month"], day=raw["day"],
+                                    hour=raw["hour"], minute=raw["minute"]))  # fmt: skip
+    raw = raw.iloc[np.argsort(scheduled.to_numpy(), kind="stable")].reset_index(drop=True)
+    if len(raw) != len(frame) or not (
+            (raw["carrier"].to_numpy() == frame["carrier"].to_numpy()).all()
+            and (raw["distance"].to_numpy() == frame["distance"].to_numpy()).all()
+            and ((raw["arr_delay"] > 15).to_numpy() == frame[FLIGHTS_TARGET].astype(bool)).all()):
+        raise RuntimeError("could not align arrival delays with ctloop's flights table")
+    minutes = raw["arr_delay"].to_numpy(dtype=float)
+    if task == "multiclass":
+        target = np.select([minutes <= 0, minutes <= 30], ["on_time", "late"], "very_late")
+    else:
+        target = np.clip(minutes, -60, 240)
+    out = frame[[TIME, *FLIGHTS_FEATURES]].copy()
+    out[TARGETS[task]] = target
+    out = out[(out[TIME] >= WINDOW["start"]) & (out[TIME] < WINDOW["end"])]
+    STORE.mkdir(parents=True, exist_ok=True)
+    out.to_csv(path, index=False)
+    return path
+
+
+def champion_config(task: str, family: str) -> dict:
+    name = model_name(task, family)
+    if task == "binary":
+        body = flights_xgboost_config(name)
+    else:
+        body = {"name": name,
+                "data": {"source": str(flights_csv(task)), "target": TARGETS[task],
+                         "task": task, "time_column": TIME, "window": dict(WINDOW)},
+                "training": {"plots": False}}  # fmt: skip
+    body["training"]["candidates"] = {family: {"trials": 1, "search": SEARCH[family]}}
+    return body
+
+
+def champion_store(combos: list[tuple[str, str]]) -> tuple[str, dict[tuple[str, str], Path]]:
+    """(tracking URI, config per combo): one champion per (task, family), trained once."""
     STORE.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{STORE / 'mlflow.db'}"
-    config = STORE / "config.yaml"
-    body = flights_xgboost_config(NAME)
-    config.write_text(yaml.safe_dump(body, sort_keys=False))
     os.environ["MLFLOW_TRACKING_URI"] = uri
+    configs = {}
     cwd = os.getcwd()
     os.chdir(STORE)
     try:
@@ -53,26 +128,37 @@ def champion_store() -> tuple[Path, str, Path]:
         from ctloop.config import load_config
 
         tracking.configure()
-        if registry.champion(NAME) is None:
-            best = loop.train(load_config(config)).best
-            # the logged model's own URI (models:/m-...), as `ctloop select` registers it
-            uri_tag = tracking.run_info(best.run_id)["tags"]["ctloop.model_uri"]
-            mv = registry.register(NAME, uri_tag, best.run_id, {})
-            registry.move_champion(NAME, mv.version)
+        for task, family in combos:
+            name = model_name(task, family)
+            config = STORE / f"{name}.yaml"
+            config.write_text(yaml.safe_dump(champion_config(task, family), sort_keys=False))
+            configs[task, family] = config
+            if registry.champion(name) is None:
+                print(f"... training the {task} {family} champion", flush=True)
+                best = loop.train(load_config(config)).best
+                # the logged model's own URI (models:/m-...), as `ctloop select` registers it
+                uri_tag = tracking.run_info(best.run_id)["tags"]["ctloop.model_uri"]
+                mv = registry.register(name, uri_tag, best.run_id, {})
+                registry.move_champion(name, mv.version)
     finally:
         os.chdir(cwd)
-    return STORE, uri, config
+    return uri, configs
 
 
-def payloads(rows: int) -> bytes:
+def sample_rows(config: Path, rows: int):
     from ctloop.config import load_config
     from ctloop.data import load_dataset
 
-    dataset = load_dataset(load_config(STORE / "config.yaml").data)
-    frame = dataset.X.iloc[1000 : 1000 + rows].astype(object)
+    dataset = load_dataset(load_config(config).data)
+    return dataset.X.iloc[1000 : 1000 + rows]
+
+
+def payload(frame) -> bytes:
+    frame = frame.astype(object)
     frame = frame.where(frame.notna(), None)
     return json.dumps({"dataframe_split": {"columns": list(frame.columns),
-                                           "data": frame.values.tolist()}}).encode()  # fmt: skip
+                                           "data": frame.values.tolist()}},
+                      default=str).encode()  # fmt: skip
 
 
 def free_port() -> int:
@@ -161,99 +247,188 @@ def run_wrk(url: str, body_file: Path, seconds: int, connections: int = 8) -> di
             "socket_errors": socket_errors.group(1) if socket_errors else ""}  # fmt: skip
 
 
-def measure(target: Target, bodies: dict[str, Path], seconds: int, repeats: int) -> dict:
-    target.start(bodies["1"].read_bytes())
-    sampler = threading.Thread(target=target.sample_rss, daemon=True)
-    sampler.start()
-    results = {}
+def measure(targets: list[Target], bodies: dict[str, Path], seconds: int,
+            repeats: int) -> list[dict]:
+    """Both servers up at once and their runs interleaved (A, B, A, B, ...), so that the
+    shared machine's drifting load falls on both alike."""
+    load = [os.getloadavg()[0]]
+    samplers = []
     try:
+        for target in targets:
+            target.start(bodies["1"].read_bytes())
+            sampler = threading.Thread(target=target.sample_rss, daemon=True)
+            sampler.start()
+            samplers.append(sampler)
+        runs: dict[tuple[int, str], list[dict]] = {}
         for size, body in bodies.items():
-            run_wrk(target.url, body, 2)  # warm-up
-            runs = [run_wrk(target.url, body, seconds) for _ in range(repeats)]
-            results[size] = {
-                "rps": statistics.median(r["rps"] for r in runs),
-                "p50_ms": statistics.median(r["p50_ms"] for r in runs),
-                "p99_ms": statistics.median(r["p99_ms"] for r in runs),
-                "errors": sum(r["errors"] for r in runs), "runs": runs}  # fmt: skip
+            for i, target in enumerate(targets):
+                run_wrk(target.url, body, 2)  # warm-up
+                runs[i, size] = []
+            for _ in range(repeats):
+                for i, target in enumerate(targets):
+                    runs[i, size].append(run_wrk(target.url, body, seconds))
+                    load.append(os.getloadavg()[0])
     finally:
-        target.stop()
-    return {"label": target.label, "peak_rss_mb": round(target.peak_rss / 2**20),
-            "results": results}  # fmt: skip
+        for target in targets:
+            target.stop()
+    out = []
+    for i, target in enumerate(targets):
+        results = {}
+        for size in bodies:
+            r = runs[i, size]
+            results[size] = {
+                "rps": statistics.median(x["rps"] for x in r),
+                "p50_ms": statistics.median(x["p50_ms"] for x in r),
+                "p99_ms": statistics.median(x["p99_ms"] for x in r),
+                "errors": sum(x["errors"] for x in r), "runs": r}  # fmt: skip
+        out.append({"label": target.label, "peak_rss_mb": round(target.peak_rss / 2**20),
+                    "load_avg_1m": [round(min(load), 2), round(max(load), 2)],
+                    "first_answer": target.reference, "results": results})  # fmt: skip
+    return out
+
+
+def pyfunc_timing(uri: str, frame, repeats: int = 300) -> dict:
+    """Median in-process single-row predict: ctloop's pyfunc object (what `_load_pyfunc`
+    returns, called as MLflow calls it), and MLflow's wrapper around it (schema checks)."""
+    import mlflow.pyfunc
+
+    from ctloop import tracking
+
+    def median_ms(call) -> float:
+        call()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        return round(statistics.median(times) * 1e3, 4)
+
+    model = tracking.load_model(uri)
+    row = frame.head(1).reset_index(drop=True)
+    X = model.encode(row)
+    wrapped = mlflow.pyfunc.load_model(uri)
+    return {"scores_encoded_ms": median_ms(lambda: model.scores_encoded(X)),
+            "ctloop_pyfunc_predict_ms": median_ms(lambda: model.predict(row)),
+            "mlflow_pyfunc_predict_ms": median_ms(lambda: wrapped.predict(row)),
+            "fast_path": type(model.fast).__name__ if model.fast is not None else None,
+            "load_avg_1m": round(os.getloadavg()[0], 2)}  # fmt: skip
+
+
+def same_answers(a: dict, b: dict) -> float:
+    """Largest numeric difference between two /invocations answers (inf if they differ in
+    shape or labels)."""
+    left, right = a.get("predictions"), b.get("predictions")
+    if not isinstance(left, list) or not isinstance(right, list) or len(left) != len(right):
+        return float("inf")
+    worst = 0.0
+    for x, y in zip(left, right, strict=True):
+        x, y = (x, y) if isinstance(x, dict) else ({"v": x}, {"v": y})
+        if set(x) != set(y):
+            return float("inf")
+        for key in x:
+            if isinstance(x[key], int | float) and isinstance(y[key], int | float):
+                worst = max(worst, abs(float(x[key]) - float(y[key])))
+            elif x[key] != y[key]:
+                return float("inf")
+    return worst
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--rows", default="1", help="request sizes, e.g. 1,100")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
-    _, uri, config = champion_store()
+    tasks = [t for t in args.tasks.split(",") if t]
+    families = [f for f in args.families.split(",") if f]
+    sizes = [s for s in args.rows.split(",") if s]
+    if "1" not in sizes:
+        sizes.insert(0, "1")
+    combos = [(t, f) for t in tasks for f in families]
+    uri, configs = champion_store(combos)
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    bodies = {}
-    for rows in (1, 100):
-        bodies[str(rows)] = work / f"rows{rows}.json"
-        bodies[str(rows)].write_bytes(payloads(rows))
-    # mlflow models serve execs `uvicorn` from PATH, as in an activated venv
+    # mlflow models serve execs `uvicorn` from PATH, as in an activated venv; both servers
+    # import this checkout's ctloop
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path}
+    pythonpath = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH"))
+                                 if p)  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path, "PYTHONPATH": pythonpath}
     env.pop("CTLOOP_TOKEN", None)
-    def ctloop(config_file: Path, *extra: str) -> list[str]:
-        return [sys.executable, "-m", "ctloop", "serve", "--config", str(config_file),
-                "--port", "{port}", *extra]  # fmt: skip
-
-    no_capture = work / "no-capture.yaml"
-    body = yaml.safe_load(config.read_text())
-    body["serve"] = {"capture": {"enabled": False}}
-    no_capture.write_text(yaml.safe_dump(body))
-    capture_cfg = work / "capture.yaml"
-    body["serve"] = {"capture": {"enabled": True, "directory": str(work / "capture")}}
-    capture_cfg.write_text(yaml.safe_dump(body))
     from ctloop.serve.server import resolve_workers
 
     default_workers = resolve_workers(0)
-    targets = [
-        (Target(f"ctloop serve (default: {default_workers} workers, capture on)",
-                ctloop(capture_cfg), env), ("1", "100")),
-        (Target("ctloop serve (1 worker, capture on)",
-                ctloop(capture_cfg, "--workers", "1"), env), ("1", "100")),
-        (Target("ctloop serve (1 worker, capture off)",
-                ctloop(no_capture, "--workers", "1"), env), ("1",)),
-        (Target("mlflow models serve (defaults: 1 worker)",
-                [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
-                 f"models:/{NAME}@champion", "--env-manager", "local", "-h", "127.0.0.1",
-                 "-p", "{port}"], env), ("1", "100")),
-    ]  # fmt: skip
+    frames: dict[str, object] = {}
     rows = []
-    for target, sizes in targets:
-        print(f"... {target.label}", flush=True)
-        rows.append(measure(target, {s: bodies[s] for s in sizes}, args.seconds, args.repeats))
-    mlflow_row = rows[-1]
-    report(rows, mlflow_row, args, default_workers)
+    started = os.getloadavg()
+    for task, family in combos:
+        name = model_name(task, family)
+        if task not in frames:
+            frames[task] = sample_rows(configs[task, family], max(int(s) for s in sizes))
+        bodies = {}
+        for size in sizes:
+            bodies[size] = work / f"{task}-rows{size}.json"
+            bodies[size].write_bytes(payload(frames[task].head(int(size))))
+        config = work / f"{name}.yaml"
+        body = yaml.safe_load(configs[task, family].read_text())
+        body["serve"] = {"capture": {"enabled": True, "directory": str(work / "capture" / name)}}
+        config.write_text(yaml.safe_dump(body))  # defaults, capture written outside the store
+        targets = [
+            Target(f"ctloop serve (defaults: {default_workers} workers, capture on)",
+                   [sys.executable, "-m", "ctloop", "serve", "--config", str(config),
+                    "--port", "{port}"], env),
+            Target("mlflow models serve (defaults: 1 worker)",
+                   [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
+                    f"models:/{name}@champion", "--env-manager", "local", "-h", "127.0.0.1",
+                    "-p", "{port}"], env),
+        ]  # fmt: skip
+        print(f"... {task} {family}: pyfunc", flush=True)
+        timing = pyfunc_timing(f"models:/{name}@champion", frames[task])
+        print(f"... {task} {family}: both servers", flush=True)
+        ctloop_row, mlflow_row = measure(targets, bodies, args.seconds, args.repeats)
+        rows.append({"task": task, "family": family, "model": name, "pyfunc": timing,
+                     "max_answer_difference": same_answers(ctloop_row["first_answer"],
+                                                           mlflow_row["first_answer"]),
+                     "ctloop": ctloop_row, "mlflow": mlflow_row})  # fmt: skip
+    report(rows, args, default_workers, started, os.getloadavg())
 
 
-def report(rows: list[dict], baseline: dict, args, default_workers: int) -> None:
-    print(f"\nwrk, 8 connections, {args.seconds} s x {args.repeats} runs (median), "
-          f"{os.cpu_count()} cores shared with the load generator")  # fmt: skip
-    header = f"{'server':<48} {'rows':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} " \
-             f"{'x mlflow':>8} {'errors':>6} {'peak RSS':>9}"
+def report(rows: list[dict], args, default_workers: int, started, ended) -> None:
+    print(f"\nwrk, 8 connections, single-row bodies, {args.seconds} s x {args.repeats} runs "
+          f"(median), {os.cpu_count()} cores shared with the load generator and other jobs; "
+          f"load average {started[0]:.2f} at start, {ended[0]:.2f} at end")  # fmt: skip
+    header = (f"{'task':<10} {'family':<22} {'ctloop r/s':>10} {'mlflow r/s':>10} {'x':>6} "
+              f"{'p50 ms':>7} {'p99 ms':>7} {'mlf p99':>8} {'RSS MB':>11} {'pyfunc ms':>9} "
+              f"{'load':>9} {'same':>5}")  # fmt: skip
     print(header)
     print("-" * len(header))
     for row in rows:
-        for size, r in row["results"].items():
-            base = baseline["results"].get(size)
-            ratio = r["rps"] / base["rps"] if base else float("nan")
-            print(f"{row['label']:<48} {size:>4} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} "
-                  f"{r['p99_ms']:>8.2f} {ratio:>8.1f} {r['errors']:>6} "
-                  f"{row['peak_rss_mb']:>6} MB")  # fmt: skip
-    on = rows[1]["results"]["1"]["rps"]
-    off = rows[2]["results"]["1"]["rps"]
-    capture_cost = 1 - on / off
-    print(f"\ncapture cost (1 worker, single row): {capture_cost:.1%} of throughput")
+        c, m = row["ctloop"]["results"]["1"], row["mlflow"]["results"]["1"]
+        rss = f"{row['ctloop']['peak_rss_mb']}/{row['mlflow']['peak_rss_mb']}"
+        low, high = row["ctloop"]["load_avg_1m"]
+        load = f"{low:.1f}-{high:.1f}"
+        same = "yes" if row["max_answer_difference"] <= 1e-9 else "NO"
+        print(f"{row['task']:<10} {row['family']:<22} {c['rps']:>10.0f} {m['rps']:>10.0f} "
+              f"{c['rps'] / m['rps']:>6.1f} {c['p50_ms']:>7.2f} {c['p99_ms']:>7.2f} "
+              f"{m['p99_ms']:>8.1f} {rss:>11} "
+              f"{row['pyfunc']['ctloop_pyfunc_predict_ms']:>9.3f} {load:>9} {same:>5}")
+        for size in row["ctloop"]["results"]:
+            if size != "1":
+                r = row["ctloop"]["results"][size]
+                base = row["mlflow"]["results"][size]
+                print(f"{'':<10} {size + ' rows':<22} {r['rps']:>10.0f} {base['rps']:>10.0f} "
+                      f"{r['rps'] / base['rps']:>6.1f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
+                      f"{base['p99_ms']:>8.1f}")  # fmt: skip
+    print("RSS: ctloop (all workers) / mlflow; pyfunc: in-process single-row predict of "
+          "ctloop's pyfunc; load: 1-minute load average, lowest-highest; same: both servers "
+          "answered the first request alike")  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = {"seconds": args.seconds, "repeats": args.repeats, "connections": 8,
            "cores": os.cpu_count(), "default_workers": default_workers,
-           "capture_cost": capture_cost, "rows": rows,
+           "load_avg_start": list(started), "load_avg_end": list(ended), "rows": rows,
            "note": "taken on a shared 2-core machine under load from other jobs"}  # fmt: skip
     (RESULTS / "serve.json").write_text(json.dumps(out, indent=1))
     print(f"wrote {RESULTS / 'serve.json'}")

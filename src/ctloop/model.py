@@ -7,21 +7,22 @@ On disk (the pyfunc model's data folder):
   estimator.skops   scikit-learn families, loaded with an explicit allowlist of types
 
 MLflow loads it through `loader_module="ctloop.model"` (`_load_pyfunc`), so this module never
-imports MLflow, and a single-row predict is one encode plus one booster call.
+imports MLflow, and a single-row predict is one encode plus one booster call (or, for the
+scikit-learn families, a few numpy calls on arrays built at load time: ctloop.predictors).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ctloop import tasks
+from ctloop import predictors, tasks
 from ctloop.config import FAMILY_ALIASES
 from ctloop.features import FeatureEncoder
 from ctloop.tasks import Task
@@ -74,6 +75,12 @@ class TabularModel:
     estimator: Any  # xgboost.Booster or a fitted scikit-learn estimator
     family: str
     task: Task
+    # numpy arrays built from the estimator for small batches (ctloop.predictors), or None
+    fast: predictors.Predictor | None = field(default=None, init=False, repr=False,
+                                              compare=False)
+
+    def __post_init__(self) -> None:
+        self.fast = predictors.build(self.estimator, self.family, self.task)
 
     @property
     def feature_columns(self) -> tuple[str, ...]:
@@ -82,12 +89,11 @@ class TabularModel:
     def scores_encoded(self, X: np.ndarray) -> np.ndarray:
         """Binary: positive-class probability; multiclass: n x k probabilities; regression:
         the prediction. Always float64."""
+        if self.fast is not None and self.fast.accepts(X):
+            return self.fast(X)
         if self.family == "xgboost":
             return np.asarray(self.estimator.inplace_predict(X), dtype=np.float64)
-        if self.task.kind == "regression":
-            return np.asarray(self.estimator.predict(X), dtype=np.float64)
-        probabilities = np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
-        return probabilities[:, 1] if self.task.kind == "binary" else probabilities
+        return predictors.estimator_scores(self.estimator, self.task, X)
 
     def encode(self, frame: pd.DataFrame) -> np.ndarray:
         return self.encoder.encode_frame(frame)

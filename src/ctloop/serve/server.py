@@ -57,6 +57,29 @@ def resolve_workers(workers: int) -> int:
     return workers if workers > 0 else max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
 
 
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def pin_threads() -> None:
+    """One native thread per worker (unless the environment says otherwise).
+
+    Single requests are far too small to parallelise, and OpenMP/BLAS pools sized to every
+    core, in each of several workers, only fight each other (HistGradientBoosting opened
+    an OpenMP region per tree per request). The variables reach spawned workers before
+    their libraries load; threadpoolctl resizes pools already loaded in this process (for
+    OpenMP, in the calling thread: where small requests are scored).
+    """
+    for name in THREAD_ENV:
+        os.environ.setdefault(name, "1")
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threads = int(os.environ["OMP_NUM_THREADS"])
+    except (ImportError, ValueError):  # scikit-learn requires threadpoolctl; "4,2" is legal
+        return
+    threadpool_limits(threads)
+
+
 def build_app(cfg: Config, token: str | None = None) -> ScoringApp:
     """Load the current champion and wire the follower and capture writer around it."""
     source = ChampionSource(cfg.name)
@@ -81,7 +104,9 @@ def app_from_environment() -> ScoringApp:
     """uvicorn's factory in each worker process."""
     tracking.configure()
     cfg = Config.model_validate_json(os.environ[CONFIG_ENV])
-    return build_app(cfg, os.environ.get(TOKEN_ENV) or None)
+    app = build_app(cfg, os.environ.get(TOKEN_ENV) or None)
+    pin_threads()  # after the load: the model's libraries are loaded now
+    return app
 
 
 def _uvicorn_options(host: str, port: int) -> dict:
@@ -98,9 +123,11 @@ def run(cfg: Config, host: str, port: int, workers: int,
 
     token = os.environ.get(TOKEN_ENV) or None
     check_bind(host, port, token)
+    pin_threads()  # the variables, before any worker is spawned
     workers = resolve_workers(workers)
     if workers == 1:
         app = build_app(cfg, token)
+        pin_threads()  # after the load: the model's libraries are loaded now
         current = app.holder.current
         if announce:
             announce(f"serving {current.name} version {current.version} on "
