@@ -22,7 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_serve import NAME, RESULTS, champion_store
+from bench.bench_serve import RESULTS, champion_store, model_name
+
+NAME = model_name("binary", "xgboost")  # the flights XGBoost champion bench_serve trains
 
 
 def _model():
@@ -62,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    champion_store()
+    champion_store([("binary", "xgboost")])
     from ctloop.data import FLIGHTS_FEATURES, load_flights
 
     work = tempfile.mkdtemp(prefix="bench-batch-")
