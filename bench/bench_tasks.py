@@ -20,27 +20,9 @@ import time
 import warnings
 from pathlib import Path
 
-from bench.common import flights_task_config, write_result
+from bench.common import flights_task_config, median_ms, peak_rss_mb, write_result
 
 TASKS = ("binary", "multiclass", "regression")
-
-
-def _median_ms(fn, repeats: int = 500) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
-def _peak_rss_mb() -> float:
-    import resource
-
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, children) / 1024
 
 
 def measure(task: str, folder: Path, repeats: int) -> dict:
@@ -62,8 +44,8 @@ def measure(task: str, folder: Path, repeats: int) -> dict:
     for label, trial in (("xgboost", xgb), (f"best ({result.best.family})", result.best)):
         uri = f"runs:/{trial.run_id}/model"
         pyfunc, model = mlflow.pyfunc.load_model(uri), tracking.load_model(uri)
-        latency[label] = {"pyfunc_ms": round(_median_ms(lambda p=pyfunc: p.predict(row)), 3),
-                          "tabular_model_ms": round(_median_ms(lambda m=model: m.predict(row)),
+        latency[label] = {"pyfunc_ms": round(median_ms(lambda p=pyfunc: p.predict(row), 500), 3),
+                          "tabular_model_ms": round(median_ms(lambda m=model: m.predict(row), 500),
                                                     3)}
     fit_sum = sum(t.metrics["fit_seconds"] for t in result.trials)
     return {"task": result.task, "rows": result.rows, "trials": len(result.trials),
@@ -73,7 +55,7 @@ def measure(task: str, folder: Path, repeats: int) -> dict:
             "train_wall_s": round(statistics.median(walls), 2),
             "train_walls_s": [round(w, 2) for w in walls],
             "fit_seconds_sum": round(fit_sum, 2), "single_row_latency": latency,
-            "peak_rss_mb": round(_peak_rss_mb(), 1)}
+            "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
 def main() -> None:

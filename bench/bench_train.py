@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import tempfile
 import time
@@ -25,24 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import median_ms, peak_rss_mb
+
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
-def _peak_rss_mb() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, children) / 1024
 
 
 def latency(workdir: Path, repeats: int) -> dict:
@@ -101,8 +86,8 @@ def latency(workdir: Path, repeats: int) -> dict:
     }
     figures = {}
     for name, (single, many) in rows.items():
-        figures[name] = {"single_row_ms": _median_ms(single, repeats * 100),
-                         "batch_10k_ms": _median_ms(many, repeats)}
+        figures[name] = {"single_row_ms": median_ms(single, repeats * 100),
+                         "batch_10k_ms": median_ms(many, repeats)}
     return {"model_uri": uri, "params": same, "rows": figures}
 
 
@@ -143,7 +128,7 @@ def training(repeats: int) -> dict:
             "trial_phase_s": round(trial_phase, 2),
             "sequential_fit_sum_s": round(fit, 2), "ratio": round(wall / fit, 3),
             "trial_phase_ratio": round(trial_phase / fit, 3),
-            "rows_train": result.rows["train"], "peak_rss_mb": round(_peak_rss_mb(), 1)}
+            "rows_train": result.rows["train"], "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
 def main() -> None:

@@ -22,6 +22,29 @@ def flights_xgboost_config(name: str) -> dict[str, Any]:
     return body
 
 
+def median_ms(fn, repeats: int) -> float:
+    """Median wall time of `fn()` in milliseconds, after one untimed warm-up call."""
+    import statistics
+    import time
+
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def peak_rss_mb() -> float:
+    """The high-water mark of this process or its children, in MB."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
+
+
 def write_result(name: str, result: dict[str, Any]) -> Path:
     """bench/results/<name>.json, announced on stdout."""
     RESULTS.mkdir(parents=True, exist_ok=True)
