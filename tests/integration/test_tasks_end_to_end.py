@@ -117,6 +117,12 @@ def test_training_says_which_task_and_what_it_did_with_each_column(trained):
     run = mlflow.get_run(result.run_id)
     assert run.data.tags["ctloop.task"] == expected[case.name]
     assert run.data.params["task"] == expected[case.name]
+    # The MLflow UI opens on model development (not its GenAI overview), and the version page
+    # starts with the decision.
+    experiment = mlflow.get_experiment_by_name(case.name)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    version = mlflow.MlflowClient().get_model_version(case.name, "1")
+    assert version.description.startswith(f"# {case.name} v1: PROMOTED")
     if case.name == "flights-raw":
         kinds = dict(pair.split(":") for pair in run.data.tags["ctloop.feature_kinds"].split(", "))
         assert kinds["time_hour"] == "datetime" and kinds["overnight"] == "boolean"
