@@ -135,3 +135,39 @@ def champion_store(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
         loop.run(load_config(config))
     return {"uri": uri, "config": config, "name": "churn-served", "dir": folder}
+
+
+@pytest.fixture(scope="session")
+def public_champion(tmp_path_factory: pytest.TempPathFactory):
+    """name -> a champion trained (once per session) on that public table with a four-line
+    config, in its own store: {"name", "uri", "dir", "config", "table", "target", "result"}.
+
+    Shared by the end-to-end and monitor tests; tests must not move its aliases.
+    """
+    from ctloop import loop
+    from tests.support.public_tables import TABLES
+
+    trained: dict[str, dict] = {}
+
+    def get(name: str) -> dict:
+        if name not in trained:
+            make, target, extra = TABLES[name]
+            folder = tmp_path_factory.mktemp(name)
+            table = make()
+            table.to_csv(folder / "table.csv", index=False)
+            config = write_config(folder, {
+                "name": name,
+                "data": {"source": "table.csv", "target": target, **extra},
+                "training": SMALL_TRAINING,
+                "serve": {"poll_seconds": 0.5, "capture": {
+                    "directory": str(folder / "capture"), "flush_seconds": 0.2}},
+                "monitor": {"min_rows": 100},
+            })
+            with store_in(folder) as uri:
+                result, decision = loop.run(load_config(config))
+            assert decision.promoted, decision.to_markdown()
+            trained[name] = {"name": name, "uri": uri, "dir": folder, "config": config,
+                             "table": table, "target": target, "result": result}
+        return trained[name]
+
+    return get

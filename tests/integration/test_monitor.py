@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from ctloop import loop, tracking
 from ctloop.config import Config, load_config
 from ctloop.monitor.job import MonitorError
-from tests.conftest import SMALL_TRAINING, make_churn, store_in, write_config
+from tests.conftest import make_churn
 from tests.unit.monitor.support import T0, write_capture, write_ground_truth
 
 FEATURES = ["tenure", "monthly_charges", "contract", "internet"]
@@ -208,33 +208,12 @@ TASK_DATA = {
 }
 
 
-def _task_table(kind: str) -> pd.DataFrame:
-    if kind == "multiclass":
-        import palmerpenguins
-
-        return palmerpenguins.load_penguins()
-    from sklearn.datasets import load_diabetes
-
-    return load_diabetes(as_frame=True).frame
-
-
 @pytest.fixture(scope="module", params=list(TASK_DATA))
-def task_champion(request: pytest.FixtureRequest,
-                  tmp_path_factory: pytest.TempPathFactory) -> dict:  # fmt: skip
-    """A champion of the task trained on a whole small public table, in its own store."""
+def task_champion(request: pytest.FixtureRequest, public_champion) -> dict:
+    """A champion of the task trained on a whole small public table, in its own store
+    (shared with the end-to-end tests)."""
     kind = request.param
-    name, target, _, _ = TASK_DATA[kind]
-    folder = tmp_path_factory.mktemp(f"monitor-{kind}")
-    table = _task_table(kind)
-    table.to_csv(folder / "data.csv", index=False)
-    config = write_config(folder, {"name": name,
-                                   "data": {"source": "data.csv", "target": target},
-                                   "training": {"plots": False, "candidates": {
-                                       "xgboost": SMALL_TRAINING["candidates"]["xgboost"]}}})
-    with store_in(folder):
-        loop.run(load_config(config))
-    return {"kind": kind, "uri": f"sqlite:///{folder / 'mlflow.db'}", "dir": folder,
-            "config": config, "table": table, "target": target}  # fmt: skip
+    return {**public_champion(TASK_DATA[kind][0]), "kind": kind}
 
 
 @pytest.fixture

