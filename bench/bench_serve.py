@@ -19,6 +19,7 @@ bench/results/serve.json.
 
     PYTHONPATH=src .venv/bin/python -m bench.bench_serve [--seconds 5] [--repeats 3]
         [--tasks binary,multiclass,regression] [--families xgboost,linear,...] [--rows 1,100]
+        [--ctloop-workers N]
 """
 
 from __future__ import annotations
@@ -340,6 +341,9 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--rows", default="1", help="request sizes, e.g. 1,100")
+    parser.add_argument("--ctloop-workers", type=int, default=0,
+                        help="0: ctloop's default; else --workers N (results to "
+                             "serve-workers<N>.json)")  # fmt: skip
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -360,7 +364,10 @@ def main() -> None:
     env.pop("CTLOOP_TOKEN", None)
     from ctloop.serve.server import resolve_workers
 
-    default_workers = resolve_workers(0)
+    default_workers = resolve_workers(args.ctloop_workers)
+    workers_option = ["--workers", str(args.ctloop_workers)] if args.ctloop_workers else []
+    ctloop_label = (f"ctloop serve ({default_workers} workers, capture on)" if workers_option
+                    else f"ctloop serve (defaults: {default_workers} workers, capture on)")
     frames: dict[str, object] = {}
     rows = []
     started = os.getloadavg()
@@ -377,9 +384,9 @@ def main() -> None:
         body["serve"] = {"capture": {"enabled": True, "directory": str(work / "capture" / name)}}
         config.write_text(yaml.safe_dump(body))  # defaults, capture written outside the store
         targets = [
-            Target(f"ctloop serve (defaults: {default_workers} workers, capture on)",
+            Target(ctloop_label,
                    [sys.executable, "-m", "ctloop", "serve", "--config", str(config),
-                    "--port", "{port}"], env),
+                    "--port", "{port}", *workers_option], env),
             Target("mlflow models serve (defaults: 1 worker)",
                    [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
                     f"models:/{name}@champion", "--env-manager", "local", "-h", "127.0.0.1",
@@ -430,8 +437,10 @@ def report(rows: list[dict], args, default_workers: int, started, ended) -> None
            "cores": os.cpu_count(), "default_workers": default_workers,
            "load_avg_start": list(started), "load_avg_end": list(ended), "rows": rows,
            "note": "taken on a shared 2-core machine under load from other jobs"}  # fmt: skip
-    (RESULTS / "serve.json").write_text(json.dumps(out, indent=1))
-    print(f"wrote {RESULTS / 'serve.json'}")
+    out["ctloop_workers"] = args.ctloop_workers or default_workers
+    name = f"serve-workers{args.ctloop_workers}.json" if args.ctloop_workers else "serve.json"
+    (RESULTS / name).write_text(json.dumps(out, indent=1))
+    print(f"wrote {RESULTS / name}")
 
 
 if __name__ == "__main__":
