@@ -40,11 +40,10 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import psutil
 import yaml
 
-from bench.common import flights_xgboost_config
+from bench.common import TASK_TARGETS, flights_task_csv, flights_xgboost_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -61,7 +60,7 @@ SEARCH = {
 }
 WINDOW = {"start": "2013-01-01", "end": "2013-04-01"}
 TIME = "scheduled_departure"
-TARGETS = {"multiclass": "delay_bucket", "regression": "arr_delay_minutes"}
+TARGETS = TASK_TARGETS
 
 
 def model_name(task: str, family: str) -> str:
@@ -70,37 +69,7 @@ def model_name(task: str, family: str) -> str:
 
 def flights_csv(task: str) -> Path:
     """The flights table (Jan-Mar 2013) with a multiclass or regression target, as a CSV."""
-    path = STORE / f"flights-{task}.csv"
-    if path.exists():
-        return path
-    import pandas as pd
-
-    from ctloop.data import FLIGHTS_FEATURES, FLIGHTS_TARGET, _flights_dir, load_flights
-
-    frame, _ = load_flights()
-    # load_flights keeps only the label; recover the minutes the same way it orders rows
-    # (arrivals known, left-joined weather, stable sort on the scheduled departure).
-    raw = pd.read_csv(_flights_dir() / "flights.csv.zip")
-    raw = raw[raw["arr_delay"].notna()].reset_index(drop=True)
-    scheduled = pd.to_datetime(dict(year=raw["year"], month=raw["month"], day=raw["day"],
-                                    hour=raw["hour"], minute=raw["minute"]))  # fmt: skip
-    raw = raw.iloc[np.argsort(scheduled.to_numpy(), kind="stable")].reset_index(drop=True)
-    if len(raw) != len(frame) or not (
-            (raw["carrier"].to_numpy() == frame["carrier"].to_numpy()).all()
-            and (raw["distance"].to_numpy() == frame["distance"].to_numpy()).all()
-            and ((raw["arr_delay"] > 15).to_numpy() == frame[FLIGHTS_TARGET].astype(bool)).all()):
-        raise RuntimeError("could not align arrival delays with ctloop's flights table")
-    minutes = raw["arr_delay"].to_numpy(dtype=float)
-    if task == "multiclass":
-        target = np.select([minutes <= 0, minutes <= 30], ["on_time", "late"], "very_late")
-    else:
-        target = np.clip(minutes, -60, 240)
-    out = frame[[TIME, *FLIGHTS_FEATURES]].copy()
-    out[TARGETS[task]] = target
-    out = out[(out[TIME] >= WINDOW["start"]) & (out[TIME] < WINDOW["end"])]
-    STORE.mkdir(parents=True, exist_ok=True)
-    out.to_csv(path, index=False)
-    return path
+    return flights_task_csv(task, STORE)
 
 
 def champion_config(task: str, family: str) -> dict:
