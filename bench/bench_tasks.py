@@ -38,7 +38,8 @@ def measure(task: str, folder: Path, repeats: int) -> dict:
         results.append(loop.train(cfg))
         walls.append(time.perf_counter() - start)
     result = results[-1]
-    row = tracking.load_holdout(result.run_id).drop(columns=[cfg.data.target]).head(1)
+    model = tracking.load_model(f"runs:/{result.best.run_id}/model")
+    row = tracking.load_holdout(result.run_id)[list(model.feature_columns)].head(1)
     latency = {}
     xgb = next(t for t in result.trials if t.family == "xgboost")
     for label, trial in (("xgboost", xgb), (f"best ({result.best.family})", result.best)):
