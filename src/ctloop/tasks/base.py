@@ -39,18 +39,10 @@ class Task(ABC):
     def encode_target(self, values: pd.Series) -> np.ndarray:
         """Labels as the estimators want them (0/1, class index, float); raises TaskError."""
 
+    @abstractmethod
     def encode_known(self, values: pd.Series) -> np.ndarray:
         """Like `encode_target` but float with NaN where a label is missing or unknown
         (live ground truth may hold anything)."""
-        out = np.full(len(values), np.nan)
-        for i, value in enumerate(pd.Series(values).tolist()):
-            if value is None or (isinstance(value, float) and np.isnan(value)):
-                continue
-            try:
-                out[i] = float(self.encode_target(pd.Series([value]))[0])
-            except (TaskError, ValueError, TypeError):
-                continue
-        return out
 
     # --- metrics ------------------------------------------------------------------------
     @abstractmethod

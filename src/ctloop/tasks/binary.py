@@ -59,6 +59,15 @@ class BinaryTask(Task):
                             f"{self.positive_label!r} nor the negative {self.negative_label!r}")
         return positive.to_numpy(dtype=np.int8)
 
+    def encode_known(self, values: pd.Series) -> np.ndarray:
+        series = pd.Series(values)
+        text = series.astype(str)
+        out = np.full(len(series), np.nan)
+        out[((series == self.negative_label) | (text == str(self.negative_label))).to_numpy()] = 0
+        out[((series == self.positive_label) | (text == str(self.positive_label))).to_numpy()] = 1
+        out[series.isna().to_numpy()] = np.nan
+        return out
+
     def metrics(self, y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
         return metrics.classification_metrics(y, scores, self.threshold)
 
