@@ -43,7 +43,7 @@ import httpx
 import psutil
 import yaml
 
-from bench.common import TASK_TARGETS, flights_task_csv, flights_xgboost_config
+from bench.common import TASK_TARGETS, flights_task_csv, flights_xgboost_config, median_ms
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -264,22 +264,16 @@ def pyfunc_timing(uri: str, frame, repeats: int = 300) -> dict:
 
     from ctloop import tracking
 
-    def median_ms(call) -> float:
-        call()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - start)
-        return round(statistics.median(times) * 1e3, 4)
+    def timed(call) -> float:
+        return round(median_ms(call, repeats), 4)
 
     model = tracking.load_model(uri)
     row = frame.head(1).reset_index(drop=True)
     X = model.encode(row)
     wrapped = mlflow.pyfunc.load_model(uri)
-    return {"scores_encoded_ms": median_ms(lambda: model.scores_encoded(X)),
-            "ctloop_pyfunc_predict_ms": median_ms(lambda: model.predict(row)),
-            "mlflow_pyfunc_predict_ms": median_ms(lambda: wrapped.predict(row)),
+    return {"scores_encoded_ms": timed(lambda: model.scores_encoded(X)),
+            "ctloop_pyfunc_predict_ms": timed(lambda: model.predict(row)),
+            "mlflow_pyfunc_predict_ms": timed(lambda: wrapped.predict(row)),
             "fast_path": type(model.fast).__name__ if model.fast is not None else None,
             "load_avg_1m": round(os.getloadavg()[0], 2)}  # fmt: skip
 

@@ -124,9 +124,8 @@ def _score(model: TabularModel, frame: pd.DataFrame, y: np.ndarray) -> tuple[np.
 
 
 def primary_metric(cfg: Config, task: Task) -> str:
-    metric = cfg.training.primary_metric or task.default_metric
     try:
-        return task.check_metric(metric, "training.primary_metric")
+        return task.primary_metric(cfg.training.primary_metric)
     except TaskError as exc:
         raise SelectionError(str(exc)) from None
 

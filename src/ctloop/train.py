@@ -111,7 +111,10 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
     dataset = load_dataset(cfg.data)
     splits: Splits = split_dataset(dataset, cfg.split)
     task = dataset.task
-    metric = primary_metric(cfg, task)
+    try:
+        metric = task.primary_metric(cfg.training.primary_metric)
+    except TaskError as exc:
+        raise ConfigError(str(exc)) from None
     encoder = FeatureEncoder.fit(splits.train.frame, dataset.feature_columns, dataset.kinds,
                                  cfg.data.features.max_categories)
     X_train = encoder.encode_frame(splits.train.frame)
@@ -173,16 +176,6 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
         run.mark_best(result.best.run_id, metric, result.best.metrics[metric])
     result.seconds = time.perf_counter() - started
     return result
-
-
-def primary_metric(cfg: Config, task: Task) -> str:
-    """The configured primary metric, or the task's default; a clear error if it does not
-    belong to the task (e.g. roc_auc on a regression table)."""
-    metric = cfg.training.primary_metric or task.default_metric
-    try:
-        return task.check_metric(metric, "training.primary_metric")
-    except TaskError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def column_tags(dataset: Dataset) -> dict[str, str]:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ctloop.tasks.base import Task, TaskError
+from ctloop.tasks.base import Task, TaskError, jsonable
 from ctloop.tasks.binary import BinaryTask
 from ctloop.tasks.multiclass import MulticlassTask
 from ctloop.tasks.regression import RegressionTask
@@ -114,17 +114,13 @@ def resolve_task(values: pd.Series, declared: str | None,
                             "values (use multiclass or regression)")
         positive = _positive(distinct, positive_label)
         negative = next(v for v in distinct if v is not positive and v != positive)
-        return BinaryTask(_plain(positive), _plain(negative)), reason
+        return BinaryTask(jsonable(positive), jsonable(negative)), reason
     if positive_label is not None:
         raise TaskError(f"data.positive_label is only for binary targets; this one is {kind} "
                         f"({reason})")
     if kind == "multiclass":
-        return MulticlassTask(tuple(_plain(v) for v in distinct)), reason
+        return MulticlassTask(tuple(jsonable(v) for v in distinct)), reason
     if _numeric(values) is None:
         raise TaskError("data.task is regression but the target is not numeric "
                         f"(e.g. {values.iloc[0]!r})")
     return RegressionTask(), reason
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value

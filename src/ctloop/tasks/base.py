@@ -64,6 +64,11 @@ class Task(ABC):
                             f"(choose from {', '.join(self.metric_names)})")
         return metric
 
+    def primary_metric(self, configured: str | None) -> str:
+        """`training.primary_metric`, or the task's default; TaskError if it is not a metric
+        of this task (e.g. roc_auc on a regression table)."""
+        return self.check_metric(configured or self.default_metric, "training.primary_metric")
+
     def bootstrap_metric(self, metric: str) -> str:
         """The metric the gate bootstraps when comparing on `metric` (itself unless that
         depends on each model's own threshold)."""
@@ -116,6 +121,15 @@ class Task(ABC):
     @abstractmethod
     def describe(self) -> str:
         """One line for people: the kind and its labels."""
+
+
+def column_scores(records: Sequence[Any], column: str, kind: str) -> np.ndarray:
+    """One output column back from served records (objects, or bare numbers)."""
+    try:
+        return np.array([float(r[column]) if isinstance(r, dict) else float(r)
+                         for r in records], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TaskError(f"not a {kind} prediction record: {exc}") from None
 
 
 def jsonable(value: Any) -> Any:

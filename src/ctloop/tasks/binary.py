@@ -13,7 +13,7 @@ from sklearn.metrics import average_precision_score
 
 from ctloop import metrics, plots
 from ctloop.metrics import Sampler
-from ctloop.tasks.base import Task, TaskError, jsonable, probabilities_ok
+from ctloop.tasks.base import Task, TaskError, column_scores, jsonable, probabilities_ok
 
 
 def label_type(value: Any) -> str:
@@ -108,11 +108,7 @@ class BinaryTask(Task):
                 for p, label in zip(scores.tolist(), self.labels(scores), strict=True)]
 
     def scores_from_records(self, records: Sequence[Any]) -> np.ndarray:
-        try:
-            return np.array([float(r["probability"]) if isinstance(r, dict) else float(r)
-                             for r in records], dtype=np.float64)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TaskError(f"not a binary prediction record: {exc}") from None
+        return column_scores(records, "probability", self.kind)
 
     def drift_signal(self, scores: np.ndarray) -> tuple[np.ndarray, str]:
         return np.asarray(scores, dtype=np.float64), "num"

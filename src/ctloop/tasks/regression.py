@@ -12,7 +12,7 @@ import pandas as pd
 
 from ctloop import metrics, plots
 from ctloop.metrics import Sampler
-from ctloop.tasks.base import Task, TaskError
+from ctloop.tasks.base import Task, TaskError, column_scores
 
 
 @dataclass(frozen=True)
@@ -64,11 +64,7 @@ class RegressionTask(Task):
         return [{"prediction": p} for p in scores.tolist()]
 
     def scores_from_records(self, records: Sequence[Any]) -> np.ndarray:
-        try:
-            return np.array([float(r["prediction"]) if isinstance(r, dict) else float(r)
-                             for r in records], dtype=np.float64)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TaskError(f"not a regression prediction record: {exc}") from None
+        return column_scores(records, "prediction", self.kind)
 
     def drift_signal(self, scores: np.ndarray) -> tuple[np.ndarray, str]:
         return np.asarray(scores, dtype=np.float64), "num"
