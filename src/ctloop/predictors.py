@@ -199,8 +199,10 @@ class _Linear(Predictor):
             columns = np.asarray(columns)
             if columns.dtype == bool:
                 columns = np.flatnonzero(columns)
+            if len(columns) == 0:  # scikit-learn leaves a transformer of no columns unfitted
+                continue
             if isinstance(transformer, str):
-                if transformer == "drop" or len(columns) == 0:
+                if transformer == "drop":
                     continue
                 return None  # passthrough remainder: not used by ctloop
             if isinstance(transformer, OneHotEncoder):

@@ -197,3 +197,29 @@ def test_a_disagreeing_predictor_is_not_used(fitted, monkeypatch, caplog):
     monkeypatch.setattr(predictors, "_build", lambda estimator, task: Wrong())
     assert predictors.build(model.estimator, "random_forest", model.task) is None
     assert "disagrees with the estimator" in caplog.text
+
+
+ONE_KIND = [
+    pytest.param(family, columns, id=f"{family}-{name}", marks=[pytest.mark.xfail(
+        strict=True, reason="known gap: without a one-hot block the pipeline scores in float32 "
+        "and the float64 fast path differs by ~1e-7, so the load-time check falls back")]
+        if (family, name) == ("linear", "only-numeric") else [])
+    for family in SKLEARN_FAMILIES
+    for name, columns in (("only-numeric", ["x1", "x2", "x3"]),
+                          ("only-categorical", ["city", "plan"]))
+]
+
+
+@pytest.mark.parametrize(("family", "columns"), ONE_KIND)
+def test_tables_with_one_kind_of_column_get_a_fast_path_too(family, columns):
+    """A table with no text column (or no number) leaves one of the pipeline's transformers
+    without columns; the fast path must still be built and agree."""
+    train = make_table(800, seed=3)
+    encoder = FeatureEncoder.fit(train, columns, {c: KINDS[c] for c in columns})
+    X = encoder.encode_frame(train)
+    estimator = fit_estimator(Trial(0, family, dict(PARAMS[family]), 1), "multiclass", X,
+                              train["y_multiclass"].to_numpy(), encoder.categorical_indices)
+    model = TabularModel(encoder, estimator, family, TASK_OBJECTS["multiclass"])
+    assert model.fast is not None, "no fast predictor was built"
+    rows = encoder.encode_frame(make_table(50, seed=4))
+    assert_same(family, model.fast(rows), estimator.predict_proba(rows))
