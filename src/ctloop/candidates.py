@@ -1,17 +1,16 @@
-"""Model families, their search spaces, and how one trial is fitted.
+"""Model families: how one trial of each is built, fitted (with early stopping) and read.
 
-Trials are drawn with scikit-learn's `ParameterSampler` (seeded) from the config's spaces,
-so the same config and seed always yield the same trials, whatever machine runs them.
+What to try is decided elsewhere (`ctloop.search`); this module only knows, per family, the
+estimator, its library defaults inside the search space (the first trial of every family),
+and how a boosting family stops on the validation split (its rounds chosen by the data).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
     HistGradientBoostingClassifier,
@@ -21,15 +20,31 @@ from sklearn.ensemble import (
 )
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.model_selection import ParameterSampler
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from ctloop.config import KNOWN_FAMILIES, CandidateConfig
+from ctloop.config import KNOWN_FAMILIES
 
-XGBOOST = "xgboost"
+XGBOOST, LIGHTGBM = "xgboost", "lightgbm"
 FAMILIES = KNOWN_FAMILIES
+BOOSTED = frozenset({XGBOOST, LIGHTGBM, "hist_gradient_boosting"})  # stop early on validation
 HGB_MAX_CATEGORIES = 254  # HistGradientBoosting bins categories into at most 255 bins
+MAX_ROUNDS = 1000  # a boosting trial's cap when the space does not set one; early stopping
+STOPPING_ROUNDS = 50  # rounds without a better validation loss before a booster stops
+HGB_STOPPING_ROUNDS = 20  # HistGradientBoosting's own n_iter_no_change, counted per iteration
+
+# Each family's library defaults: the first trial of a family uses these where they lie in
+# its search space, so the search starts from the point the libraries' authors tuned for.
+DEFAULT_POINTS: dict[str, dict[str, Any]] = {
+    XGBOOST: {"learning_rate": 0.1, "max_depth": 6, "min_child_weight": 1.0, "subsample": 1.0,
+              "colsample_bytree": 1.0, "reg_lambda": 1.0},
+    LIGHTGBM: {"learning_rate": 0.1, "num_leaves": 31, "min_child_samples": 20,
+               "subsample": 1.0, "colsample_bytree": 1.0, "reg_lambda": 1e-3},
+    "hist_gradient_boosting": {"learning_rate": 0.1, "max_leaf_nodes": 31,
+                               "min_samples_leaf": 20, "l2_regularization": 1e-4},
+    "linear": {"C": 1.0},
+    "random_forest": {"max_features": "sqrt", "min_samples_leaf": 1},
+}
 
 
 @dataclass(frozen=True)
@@ -44,36 +59,6 @@ class Trial:
     @property
     def name(self) -> str:
         return f"{self.family}-{self.number:02d}"
-
-
-def _distribution(name: str, spec: Any) -> Any:
-    if isinstance(spec, list | tuple):
-        return list(spec)
-    if isinstance(spec, Mapping) and {"low", "high"} <= set(spec):
-        low, high = spec["low"], spec["high"]
-        if low >= high:
-            raise ValueError(f"search space '{name}': low must be below high")
-        if spec.get("int"):
-            return stats.randint(int(low), int(high) + 1)
-        if spec.get("log"):
-            return stats.loguniform(low, high)
-        return stats.uniform(low, high - low)
-    return [spec]
-
-
-def sample_trials(candidates: Mapping[str, CandidateConfig], seed: int) -> list[Trial]:
-    """Every trial of every family, numbered in a fixed order."""
-    trials: list[Trial] = []
-    for offset, (family, cfg) in enumerate(sorted(candidates.items())):
-        if cfg.trials == 0:
-            continue
-        space = {k: _distribution(k, v) for k, v in cfg.search.items()} or {"_": [None]}
-        sampler = ParameterSampler(space, n_iter=cfg.trials, random_state=seed + offset)
-        for params in sampler:
-            params.pop("_", None)
-            clean = {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
-            trials.append(Trial(len(trials), family, {**cfg.fixed, **clean}, seed))
-    return trials
 
 
 def _linear(kind: str, params: dict[str, Any], categorical: list[int], numeric: list[int]):
@@ -95,23 +80,36 @@ def _linear(kind: str, params: dict[str, Any], categorical: list[int], numeric: 
 
 
 def build_estimator(trial: Trial, kind: str, categorical_indices: list[int],
-                    n_features: int) -> Any:
+                    n_features: int, early_stopping: bool = False) -> Any:
     """An unfitted estimator for the encoded float matrix (categories as codes, NaN missing)."""
     params = dict(trial.params)
     numeric_indices = [i for i in range(n_features) if i not in set(categorical_indices)]
     regression = kind == "regression"
-    if trial.family == "xgboost":
+    if trial.family == XGBOOST:
         import xgboost as xgb
 
         cls = xgb.XGBRegressor if regression else xgb.XGBClassifier
-        return cls(**{"tree_method": "hist", "n_jobs": 1, "random_state": trial.seed, **params})
+        stop = {"early_stopping_rounds": STOPPING_ROUNDS} if early_stopping else {}
+        return cls(**{"tree_method": "hist", "n_jobs": 1, "random_state": trial.seed,
+                      "n_estimators": MAX_ROUNDS if early_stopping else 100, **stop, **params})
+    if trial.family == LIGHTGBM:
+        import lightgbm as lgb
+
+        cls = lgb.LGBMRegressor if regression else lgb.LGBMClassifier
+        bagging = {"subsample_freq": 1} if params.get("subsample", 1.0) < 1.0 else {}
+        return cls(**{"n_jobs": 1, "random_state": trial.seed, "verbose": -1,
+                      "n_estimators": MAX_ROUNDS if early_stopping else 100, **bagging,
+                      **params})
     if trial.family == "linear":
         return _linear(kind, params, categorical_indices, numeric_indices)
     if trial.family == "hist_gradient_boosting":
         mask = np.zeros(n_features, dtype=bool)
         mask[categorical_indices] = True
         cls = HistGradientBoostingRegressor if regression else HistGradientBoostingClassifier
-        return cls(**{"categorical_features": mask, "random_state": trial.seed, **params})
+        stop = ({"early_stopping": True, "n_iter_no_change": HGB_STOPPING_ROUNDS,
+                 "max_iter": MAX_ROUNDS} if early_stopping else {"early_stopping": False})
+        return cls(**{"categorical_features": mask, "random_state": trial.seed, **stop,
+                      **params})
     if trial.family == "random_forest":
         cls = RandomForestRegressor if regression else RandomForestClassifier
         forest = cls(**{"n_estimators": 200, "n_jobs": 1, "random_state": trial.seed, **params})
@@ -121,42 +119,96 @@ def build_estimator(trial: Trial, kind: str, categorical_indices: list[int],
 
 
 def fit_estimator(trial: Trial, kind: str, X: np.ndarray, y: np.ndarray,
-                  categorical_indices: list[int]):
-    """Fit one trial; categorical codes past HGB's bin limit are treated as numeric there."""
+                  categorical_indices: list[int],
+                  validation: tuple[np.ndarray, np.ndarray] | None = None):
+    """Fit one trial; with `validation`, boosting families stop when its loss stops falling.
+
+    Categorical codes past HGB's bin limit are treated as numeric there.
+    """
     if trial.family == "hist_gradient_boosting":
         categorical_indices = [
             i for i in categorical_indices if np.nanmax(X[:, i], initial=0) < HGB_MAX_CATEGORIES
         ]
-    estimator = build_estimator(trial, kind, categorical_indices, X.shape[1])
-    estimator.fit(X, y)
+    stopping = validation is not None and trial.family in BOOSTED
+    estimator = build_estimator(trial, kind, categorical_indices, X.shape[1], stopping)
+    if not stopping:
+        estimator.fit(X, y)
+        return estimator
+    X_val, y_val = validation
+    if trial.family == XGBOOST:
+        estimator.fit(X, y, eval_set=[(X_val, y_val)], verbose=False)
+    elif trial.family == LIGHTGBM:
+        import lightgbm as lgb
+
+        estimator.fit(X, y, eval_X=X_val, eval_y=y_val, categorical_feature=categorical_indices,
+                      callbacks=[lgb.early_stopping(STOPPING_ROUNDS, verbose=False)])
+    else:
+        estimator.fit(X, y, X_val=X_val, y_val=y_val)
     return estimator
 
 
-def feature_importance(estimator: Any, n_features: int) -> np.ndarray:
-    """A per-input-column importance, whatever the family (absolute coefficients for linear)."""
+def fitted_rounds(estimator: Any, family: str) -> int | None:
+    """Boosting rounds the fitted model keeps (chosen by early stopping), else None."""
+    if family == XGBOOST:
+        best = getattr(estimator, "best_iteration", None)
+        return int(best) + 1 if best is not None else int(estimator.n_estimators)
+    if family == LIGHTGBM:
+        return int(estimator.best_iteration_ or estimator.n_estimators)
+    if family == "hist_gradient_boosting":
+        return int(estimator.n_iter_)
+    return None
+
+
+def native_model(estimator: Any, family: str) -> Any:
+    """What gets saved and served: the booster of the boosting libraries, cut at the best
+    round (XGBoost's booster would otherwise predict with every round it fitted)."""
+    if family == XGBOOST:
+        booster = estimator.get_booster()
+        best = getattr(estimator, "best_iteration", None)
+        return booster[: best + 1] if best is not None else booster
+    if family == LIGHTGBM:
+        return estimator.booster_
+    return estimator
+
+
+def feature_importance(estimator: Any, family: str, n_features: int) -> np.ndarray:
+    """A per-input-column importance, whatever the family (absolute coefficients for linear).
+
+    `estimator` is what `native_model` returns: boosters report their gain per feature.
+    """
+    if family == XGBOOST:
+        gains = estimator.get_score(importance_type="gain")
+        return np.array([gains.get(f"f{i}", 0.0) for i in range(n_features)])
+    if family == LIGHTGBM:
+        return np.asarray(estimator.feature_importance(importance_type="gain"),
+                          dtype=float)[:n_features]
     model = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
     if hasattr(model, "feature_importances_"):
         return np.asarray(model.feature_importances_, dtype=float)[:n_features]
     if isinstance(estimator, Pipeline) and hasattr(model, "coef_"):
-        pre: ColumnTransformer = estimator.named_steps["preprocess"]
-        coef = np.abs(np.atleast_2d(model.coef_)).sum(axis=0)  # summed over classes
-        out = np.zeros(n_features)
-        start = 0
-        for _, transformer, idx in pre.transformers_:
-            if transformer == "drop" or not len(idx):
-                continue
-            width = (
-                sum(len(c) for c in transformer.categories_)
-                if isinstance(transformer, OneHotEncoder) else len(idx)
-            )
-            chunk = coef[start:start + width]
-            if isinstance(transformer, OneHotEncoder):
-                pos = 0
-                for col, cats in zip(idx, transformer.categories_, strict=True):
-                    out[col] = chunk[pos:pos + len(cats)].sum()
-                    pos += len(cats)
-            else:
-                out[list(idx)] = chunk
-            start += width
-        return out
+        return _linear_importance(estimator, model, n_features)
     return np.zeros(n_features)
+
+
+def _linear_importance(estimator: Pipeline, model: Any, n_features: int) -> np.ndarray:
+    pre: ColumnTransformer = estimator.named_steps["preprocess"]
+    coef = np.abs(np.atleast_2d(model.coef_)).sum(axis=0)  # summed over classes
+    out = np.zeros(n_features)
+    start = 0
+    for _, transformer, idx in pre.transformers_:
+        if transformer == "drop" or not len(idx):
+            continue
+        width = (
+            sum(len(c) for c in transformer.categories_)
+            if isinstance(transformer, OneHotEncoder) else len(idx)
+        )
+        chunk = coef[start:start + width]
+        if isinstance(transformer, OneHotEncoder):
+            pos = 0
+            for col, cats in zip(idx, transformer.categories_, strict=True):
+                out[col] = chunk[pos:pos + len(cats)].sum()
+                pos += len(cats)
+        else:
+            out[list(idx)] = chunk
+        start += width
+    return out

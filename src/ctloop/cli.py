@@ -84,6 +84,9 @@ def _render_table_choices(result) -> None:
         out.print(f"  {column}: {note}", highlight=False)
 
 
+RANKED_ROWS = 10  # the rest are child runs of the training run in the MLflow UI
+
+
 def _render_ranking(result) -> None:
     metric = result.primary_metric
     _render_table_choices(result)
@@ -91,13 +94,21 @@ def _render_ranking(result) -> None:
               if m not in (metric, "fit_seconds", "threshold")]
     shown = [metric, *others[:4]]
     table = Table(title=f"Candidates ranked by {metric} (validation) - run {result.run_id}")
-    for column in ("rank", "trial", *shown, "fit s", "run id"):
-        table.add_column(column, justify="right" if column not in ("trial", "run id") else "left")
-    for rank, trial in enumerate(result.trials, 1):
+    for column in ("rank", "trial", *shown, "rounds", "fit s", "model", "run id"):
+        table.add_column(column, justify="left" if column in ("trial", "run id") else "right")
+    for rank, trial in enumerate(result.trials[:RANKED_ROWS], 1):
         m = trial.metrics
         table.add_row(str(rank), trial.name, *(f"{m.get(k, float('nan')):.4f}" for k in shown),
-                      f"{m['fit_seconds']:.1f}", trial.run_id)
+                      str(trial.params.get("n_rounds", "")), f"{m['fit_seconds']:.1f}",
+                      "logged" if trial.model_uri else "", trial.run_id)
     out.print(table)
+    if len(result.trials) > RANKED_ROWS:
+        out.print(f"... and {len(result.trials) - RANKED_ROWS} more trials (child runs of "
+                  f"{result.run_id})", highlight=False)
+    why = ("the time budget (training.time_budget)" if result.stopped_by == "time_budget"
+           else "the trial limit (training.trials, candidates.<family>.trials)")
+    out.print(f"search: {len(result.trials)} trials in {result.search_seconds:.1f} s, "
+              f"stopped by {why}", highlight=False)
     out.print(f"rows: {result.rows}  window: {result.window[0]} .. {result.window[1]}  "
               f"wall time: {result.seconds:.1f} s")
 

@@ -74,45 +74,69 @@ class SplitConfig(_Section):
 
 
 class CandidateConfig(_Section):
-    """A model family: how many trials and the space they are drawn from.
+    """A model family: at most how many trials, and the space they are drawn from.
 
-    A search-space entry is a list (choose one) or a mapping `{low, high, log, int}`.
+    A search-space entry is a list (choose one), a mapping `{low, high, log, int}` (a range),
+    or a single value. `fixed` parameters are passed as they are.
     """
 
     trials: int = Field(default=3, ge=0)
     search: dict[str, Any] = Field(default_factory=dict)
     fixed: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("search")
+    @classmethod
+    def _ranges(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name, spec in value.items():
+            if isinstance(spec, dict):
+                if not {"low", "high"} <= set(spec):
+                    raise ValueError(f"search space '{name}': a range needs low and high")
+                if spec["low"] >= spec["high"]:
+                    raise ValueError(f"search space '{name}': low must be below high")
+                if spec.get("log") and spec["low"] <= 0:
+                    raise ValueError(f"search space '{name}': a log range needs low > 0")
+            elif isinstance(spec, list) and not spec:
+                raise ValueError(f"search space '{name}': an empty list has nothing to choose")
+        return value
+
+
+def _range(low: float, high: float, *, log: bool = False, integer: bool = False) -> dict:
+    return {"low": low, "high": high, **({"log": True} if log else {}),
+            **({"int": True} if integer else {})}
+
 
 def _default_candidates() -> dict[str, CandidateConfig]:
+    """Spaces that are good without tuning: boosting rounds are not searched (early stopping
+    on the validation split picks them), the learning rate and tree size are."""
     return {
-        "xgboost": CandidateConfig(
-            trials=4,
-            search={
-                "n_estimators": {"low": 100, "high": 400, "int": True},
-                "max_depth": {"low": 3, "high": 8, "int": True},
-                "learning_rate": {"low": 0.03, "high": 0.3, "log": True},
-                "subsample": {"low": 0.6, "high": 1.0},
-                "colsample_bytree": {"low": 0.6, "high": 1.0},
-                "min_child_weight": {"low": 1, "high": 10, "log": True},
-            },
-        ),
-        "linear": CandidateConfig(
-            trials=2, search={"C": {"low": 0.01, "high": 10.0, "log": True}}
-        ),
-        "hist_gradient_boosting": CandidateConfig(
-            trials=2,
-            search={
-                "learning_rate": {"low": 0.03, "high": 0.3, "log": True},
-                "max_leaf_nodes": {"low": 15, "high": 63, "int": True},
-                "l2_regularization": {"low": 1e-4, "high": 1.0, "log": True},
-            },
-        ),
+        "lightgbm": CandidateConfig(trials=20, search={
+            "learning_rate": _range(0.02, 0.3, log=True),
+            "num_leaves": _range(8, 128, log=True, integer=True),
+            "min_child_samples": _range(5, 100, log=True, integer=True),
+            "subsample": _range(0.6, 1.0),
+            "colsample_bytree": _range(0.5, 1.0),
+            "reg_lambda": _range(1e-3, 10.0, log=True),
+        }),
+        "xgboost": CandidateConfig(trials=20, search={
+            "learning_rate": _range(0.02, 0.3, log=True),
+            "max_depth": _range(3, 10, integer=True),
+            "min_child_weight": _range(1.0, 20.0, log=True),
+            "subsample": _range(0.6, 1.0),
+            "colsample_bytree": _range(0.5, 1.0),
+            "reg_lambda": _range(1e-3, 10.0, log=True),
+        }),
+        "hist_gradient_boosting": CandidateConfig(trials=10, search={
+            "learning_rate": _range(0.02, 0.3, log=True),
+            "max_leaf_nodes": _range(8, 128, log=True, integer=True),
+            "min_samples_leaf": _range(5, 100, log=True, integer=True),
+            "l2_regularization": _range(1e-4, 10.0, log=True),
+        }),
+        "linear": CandidateConfig(trials=3, search={"C": _range(1e-3, 100.0, log=True)}),
     }
 
 
 FAMILY_ALIASES = {"logistic_regression": "linear"}  # the name before regression existed
-KNOWN_FAMILIES = ("xgboost", "linear", "hist_gradient_boosting", "random_forest")
+KNOWN_FAMILIES = ("xgboost", "lightgbm", "linear", "hist_gradient_boosting", "random_forest")
 
 
 class TrainingConfig(_Section):
@@ -120,6 +144,13 @@ class TrainingConfig(_Section):
     primary_metric: str | None = None
     seed: int = 42
     n_jobs: int = Field(default=-1, description="parallel trials; -1 = all cores")
+    # The search stops at whichever comes first: `trials` trials in all (each family also at
+    # most its own `trials`), or `time_budget` seconds of search (None: no time limit).
+    trials: int = Field(default=40, ge=1)
+    time_budget: float | None = Field(default=60.0, gt=0)
+    # Trials that get a logged pyfunc model and plots: the best `logged_models` by the primary
+    # metric (the best always); every trial gets its child run with params and metrics.
+    logged_models: int = Field(default=3, ge=1)
     candidates: dict[str, CandidateConfig] = Field(default_factory=_default_candidates)
     plots: bool = True
 

@@ -4,6 +4,7 @@ On disk (the pyfunc model's data folder):
   model.json    family, task (labels, threshold), file names (JSON)
   encoder.json  feature columns and category vocabularies     (JSON)
   booster.ubj   XGBoost's own format, for the xgboost family
+  lightgbm.txt  LightGBM's own text format, for the lightgbm family
   estimator.skops   scikit-learn families, loaded with an explicit allowlist of types
 
 MLflow loads it through `loader_module="ctloop.model"` (`_load_pyfunc`), so this module never
@@ -30,6 +31,7 @@ from ctloop.tasks import Task
 MODEL_FILE = "model.json"
 ENCODER_FILE = "encoder.json"
 BOOSTER_FILE = "booster.ubj"
+LIGHTGBM_FILE = "lightgbm.txt"
 SKOPS_FILE = "estimator.skops"
 
 # The only types a saved scikit-learn estimator may contain besides skops' defaults.
@@ -72,7 +74,7 @@ class TabularModel:
     """Raw feature columns in, the task's output columns out."""
 
     encoder: FeatureEncoder
-    estimator: Any  # xgboost.Booster or a fitted scikit-learn estimator
+    estimator: Any  # xgboost.Booster, lightgbm.Booster or a fitted scikit-learn estimator
     family: str
     task: Task
     # numpy arrays built from the estimator for small batches (ctloop.predictors), or None
@@ -93,6 +95,8 @@ class TabularModel:
             return self.fast(X)
         if self.family == "xgboost":
             return np.asarray(self.estimator.inplace_predict(X), dtype=np.float64)
+        if self.family == "lightgbm":
+            return np.asarray(self.estimator.predict(X, num_threads=1), dtype=np.float64)
         return predictors.estimator_scores(self.estimator, self.task, X)
 
     def encode(self, frame: pd.DataFrame) -> np.ndarray:
@@ -116,6 +120,9 @@ class TabularModel:
             booster = getattr(self.estimator, "get_booster", lambda: self.estimator)()
             booster.save_model(str(folder / BOOSTER_FILE))
             estimator_file = BOOSTER_FILE
+        elif self.family == "lightgbm":
+            self.estimator.save_model(str(folder / LIGHTGBM_FILE))
+            estimator_file = LIGHTGBM_FILE
         else:
             import skops.io
 
@@ -146,6 +153,10 @@ class TabularModel:
             estimator = xgb.Booster()
             estimator.load_model(str(path))
             estimator.set_param({"nthread": 1})
+        elif meta["family"] == "lightgbm":
+            import lightgbm as lgb
+
+            estimator = lgb.Booster(model_file=str(path))
         else:
             estimator = _load_skops(path)
         family = FAMILY_ALIASES.get(meta["family"], meta["family"])

@@ -59,8 +59,8 @@ class Predictor:
 
 def build(estimator: Any, family: str, task: Task) -> Predictor | None:
     """The fast predictor for this estimator, or None when the estimator must do the work."""
-    if family == "xgboost":
-        return None  # the booster's own inplace_predict is already well under a millisecond
+    if family in ("xgboost", "lightgbm"):
+        return None  # the boosters' own predict is already well under a millisecond
     try:
         predictor = _build(estimator, task)
     except Exception as exc:  # an unexpected estimator layout is not an error: fall back

@@ -93,13 +93,15 @@ class Decision:
 
 def best_trial(training_run_id: str) -> dict[str, Any]:
     """The trial of a training run with the best validation score on the run's primary
-    metric (the one it was trained for), in that metric's direction."""
+    metric (the one it was trained for), in that metric's direction, among the trials that
+    carry a logged model (training logs one for the best few only)."""
     params = tracking.run_info(training_run_id)["params"]
     metric = params.get("primary_metric", "roc_auc")
     task_class = tasks.BY_KIND.get(params.get("task", "binary"), tasks.BinaryTask)
     trials = [t for t in tracking.trial_runs(training_run_id)
               if t["tags"].get(tracking.RUN_KIND_TAG) == tracking.TRIAL_KIND
               and metric in t["metrics"]]
+    trials = [t for t in trials if "ctloop.model_uri" in t["tags"]] or trials
     if not trials:
         raise SelectionError(f"training run {training_run_id} has no trials scored on {metric}")
     sign = 1.0 if metric in task_class.lower_is_better else -1.0

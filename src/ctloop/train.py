@@ -1,7 +1,12 @@
-"""Train every candidate trial in parallel and log one parent run with a child per trial.
+"""Search the candidate families under a trial and time budget; log one parent run with a
+child run per trial, and a pyfunc model for the best few.
 
-The heavy work of a trial (fit, score, plots, saving the model files) runs in a worker
-process; the parent only streams finished trials into MLflow, so logging overlaps fitting.
+The heavy work of a trial (fit with early stopping, score, save the model files) runs in a
+worker process; the parent asks the search (`ctloop.search`) for the next trial whenever a
+worker is free and writes each finished trial's child run (params and metrics, one batch)
+while the others fit. Only the best `training.logged_models` trials get plots and a logged
+pyfunc model, at the end: logging a model costs about as much as fitting a small one, and a
+trial that cannot be chosen needs none.
 """
 
 from __future__ import annotations
@@ -10,26 +15,38 @@ import contextlib
 import dataclasses
 import io
 import logging
+import os
 import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
 from ctloop import tracking
-from ctloop.candidates import Trial, feature_importance, fit_estimator, sample_trials
+from ctloop.candidates import (
+    Trial,
+    feature_importance,
+    fit_estimator,
+    fitted_rounds,
+    native_model,
+)
 from ctloop.config import Config, ConfigError
 from ctloop.data import Dataset, Splits, load_dataset, split_dataset
 from ctloop.features import FeatureEncoder
 from ctloop.model import TabularModel
+from ctloop.search import Search
 from ctloop.tasks import Task, TaskError
 
 log = logging.getLogger(__name__)
+
+STOPPED_BY_TRIALS, STOPPED_BY_TIME = "trials", "time_budget"
+_ARRAY_NAMES = ("X_train", "y_train", "X_val", "y_val")
 
 
 @dataclass(frozen=True)
@@ -38,6 +55,8 @@ class TrialResult:
     family: str
     run_id: str
     metrics: dict[str, float]
+    params: dict[str, Any] = field(default_factory=dict)
+    model_uri: str | None = None  # only the best `training.logged_models` trials have one
 
 
 @dataclass
@@ -54,6 +73,8 @@ class TrainResult:
     phases: dict[str, float] = field(default_factory=dict)  # where the wall time went
     excluded: dict[str, str] = field(default_factory=dict)  # columns not used, and why
     notes: dict[str, str] = field(default_factory=dict)  # how other columns are used
+    stopped_by: str = STOPPED_BY_TRIALS  # what ended the search: "trials" or "time_budget"
+    search_seconds: float = 0.0
 
     @property
     def best(self) -> TrialResult:
@@ -63,51 +84,70 @@ class TrainResult:
 ProgressCallback = Callable[[int, int, TrialResult | None], None]
 
 
-def _run_trial(trial: Trial, encoder: FeatureEncoder, splits_xy: tuple, task: Task,
-               workdir: str, plots: bool) -> tracking.TrialRecord:
+@dataclass(frozen=True)
+class _Finished:
+    """A trial back from its worker: the tracker's record, and what its plots need."""
+
+    record: tracking.TrialRecord
+    task: Task  # with the threshold fitted on this trial's validation scores
+    scores: np.ndarray  # validation scores
+    importance: np.ndarray
+
+
+_ARRAYS: dict[str, tuple[np.ndarray, ...]] = {}
+
+
+def _arrays(data: str | tuple) -> tuple[np.ndarray, ...]:
+    """The encoded splits: memory-mapped from the run's work folder (local workers, loaded
+    once per worker process), or the tuple itself (scattered to Dask workers)."""
+    if not isinstance(data, str):
+        return data
+    if data not in _ARRAYS:
+        _ARRAYS.clear()
+        _ARRAYS[data] = tuple(np.load(Path(data) / f"{n}.npy", mmap_mode="r")
+                              for n in _ARRAY_NAMES)
+    return _ARRAYS[data]
+
+
+def _run_trial(trial: Trial, encoder: FeatureEncoder, data: str | tuple, task: Task,
+               workdir: str) -> _Finished:
     """Fit and score one trial (in a worker): everything but the MLflow calls."""
-    X_train, y_train, X_val, y_val, example = splits_xy
+    X_train, y_train, X_val, y_val = _arrays(data)
     with threadpool_limits(1):
         start = time.perf_counter()
-        estimator = fit_estimator(trial, task.kind, X_train, y_train,
-                                  encoder.categorical_indices)
+        fitted = fit_estimator(trial, task.kind, X_train, y_train,
+                               encoder.categorical_indices, validation=(X_val, y_val))
         fit_seconds = time.perf_counter() - start
-    if trial.family == "xgboost":
-        estimator = estimator.get_booster()
+    estimator = native_model(fitted, trial.family)
     model = TabularModel(encoder, estimator, trial.family, task)
-    scores = model.scores_encoded(X_val)
+    scores = model.scores_encoded(np.asarray(X_val))
     model.task = task.fit_threshold(y_val, scores)
     metrics = model.task.metrics(y_val, scores)
     metrics["fit_seconds"] = fit_seconds
+    params = dict(trial.params)
+    rounds = fitted_rounds(fitted, trial.family)
+    if rounds is not None:
+        params["n_rounds"] = rounds  # chosen by early stopping on the validation split
     folder = Path(workdir) / trial.name
     model.save(folder / tracking.MODEL_DATA_DIR)
-    plot_dir = None
-    if plots:
-        importance = feature_importance(
-            estimator if trial.family != "xgboost" else _xgb_importance(estimator, encoder),
-            encoder.n_features,
-        )
-        plot_dir = folder / "plots"
-        model.task.plots(plot_dir, y_val, scores, list(encoder.feature_names), importance)
-    return tracking.TrialRecord(trial.name, trial.family, trial.params, metrics,
-                                folder / tracking.MODEL_DATA_DIR, plot_dir, example)
+    record = tracking.TrialRecord(trial.name, trial.family, params, metrics,
+                                  folder / tracking.MODEL_DATA_DIR)
+    importance = feature_importance(estimator, trial.family, encoder.n_features)
+    return _Finished(record, model.task, scores, importance)
 
 
-class _Importance:
-    def __init__(self, values: np.ndarray) -> None:
-        self.feature_importances_ = values
-
-
-def _xgb_importance(booster, encoder: FeatureEncoder) -> _Importance:
-    gains = booster.get_score(importance_type="gain")
-    values = np.array([gains.get(f"f{i}", 0.0) for i in range(encoder.n_features)])
-    return _Importance(values / values.sum() if values.sum() else values)
+def _render_plots(task: Task, folder: str, y_val: np.ndarray, scores: np.ndarray,
+                  names: list[str], importance: np.ndarray) -> str:
+    """One trial's plots (in a worker process: matplotlib is slow and not thread-safe)."""
+    task.plots(Path(folder), y_val, scores, names, importance)
+    return folder
 
 
 def train(cfg: Config, on_progress: ProgressCallback | None = None,
           extra_tags: dict[str, str] | None = None) -> TrainResult:
-    """Load, split, fit every trial in parallel, log it all; returns trials best first."""
+    """Load, split, search the families within the budget, log it all; trials best first."""
     started = time.perf_counter()
+    _warm_up_workers(cfg)
     dataset = load_dataset(cfg.data)
     splits: Splits = split_dataset(dataset, cfg.split)
     task = dataset.task
@@ -117,11 +157,9 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
         raise ConfigError(str(exc)) from None
     encoder = FeatureEncoder.fit(splits.train.frame, dataset.feature_columns, dataset.kinds,
                                  cfg.data.features.max_categories)
-    X_train = encoder.encode_frame(splits.train.frame)
-    X_val = encoder.encode_frame(splits.validation.frame)
+    arrays = (encoder.encode_frame(splits.train.frame), splits.train.y,
+              encoder.encode_frame(splits.validation.frame), splits.validation.y)
     example = splits.validation.X.head(3).reset_index(drop=True)
-    xy = (X_train, splits.train.y, X_val, splits.validation.y, example)
-    trials = sample_trials(cfg.training.candidates, cfg.training.seed)
     window = dataset.window_bounds()
     rows = {"train": len(splits.train.frame), "validation": len(splits.validation.frame),
             "holdout": len(splits.holdout.frame), **{f"dropped_{k}": v for k, v in
@@ -135,20 +173,21 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
         **(extra_tags or {}),
     }
     tags.update(column_tags(dataset))
-    params = {"n_trials": len(trials), "primary_metric": metric, "task": task.kind,
-              "features": ",".join(dataset.feature_columns), "target": dataset.target,
-              **{f"rows_{k}": v for k, v in rows.items()}}
+    training = cfg.training
+    params = {"max_trials": training.trials, "time_budget": training.time_budget,
+              "logged_models": training.logged_models, "primary_metric": metric,
+              "task": task.kind, "features": ",".join(dataset.feature_columns),
+              "target": dataset.target, **{f"rows_{k}": v for k, v in rows.items()}}
     if task.kind == "binary":
         params["positive_label"] = task.positive_label
     result = TrainResult("", cfg.name, metric, task=task.describe(),
                          task_reason=dataset.task_reason, window=window, rows=rows,
                          excluded=dict(dataset.excluded), notes=dict(dataset.notes))
-    if on_progress:
-        on_progress(0, len(trials), None)
     with (
         tempfile.TemporaryDirectory(prefix="ctloop-train-") as workdir,
         tracking.training_run(cfg.name, f"train-{time.strftime('%Y%m%d-%H%M%S')}", params,
                               tags) as run,
+        _worker_pool(cfg, encoder, arrays, workdir, task) as pool,
     ):
         result.run_id = run.run_id
         run.log_dataset(splits.train, "training")
@@ -158,24 +197,93 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
         run.log_frame(splits.train.frame[kept], tracking.REFERENCE_ARTIFACT)
         run.log_frame(splits.holdout.frame[kept], tracking.HOLDOUT_ARTIFACT)
         result.phases["prepare_and_log_inputs"] = round(time.perf_counter() - started, 2)
-        trials_started = time.perf_counter()
-        with _trial_parallelism(cfg, len(trials), shared=[encoder, xy]) as n_jobs:
-            jobs = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
-            if cfg.compute.backend == "local":
-                done = jobs(delayed(_run_trial)(t, encoder, xy, task, workdir,
-                                                cfg.training.plots) for t in trials)
-            else:  # a Dask worker may be another machine: its files come back as bytes
-                done = (_unpack_trial(record, payload, workdir) for record, payload in jobs(
-                    delayed(_run_trial_shipped)(t, encoder, xy, task, cfg.training.plots)
-                    for t in trials))
-            result.trials = list(_log_trials(run, done, encoder, task, tags, len(trials),
-                                             on_progress))
-        result.phases["trials_fit_and_logged"] = round(time.perf_counter() - trials_started, 2)
+        search = Search(training.candidates, seed=training.seed, max_trials=training.trials,
+                        minimize=metric in task.lower_is_better, lag=2 * pool.workers)
+        search_started = time.perf_counter()
+        finished: dict[str, _Finished] = {}
+        total = search.max_trials
+        if on_progress:
+            on_progress(0, total, None)
+        for outcome in _run_search(search, pool, metric, training.time_budget, result):
+            record = outcome.record
+            run_id = run.log_trial(record, tags)
+            trial = TrialResult(record.name, record.family, run_id, dict(record.metrics),
+                                dict(record.params))
+            finished[trial.name] = outcome
+            result.trials.append(trial)
+            if on_progress:
+                on_progress(len(result.trials), total, trial)
+        result.search_seconds = round(time.perf_counter() - search_started, 2)
+        result.phases["search"] = result.search_seconds
         key = task.sort_key(metric)
         result.trials.sort(key=lambda t: _nan_last(key(t.metrics.get(metric, float("nan")))))
+        logging_started = time.perf_counter()
+        result.trials[:training.logged_models] = _log_models(
+            run, result.trials[:training.logged_models], finished, pool, encoder, task,
+            arrays[3], example, training.plots, workdir)
+        result.phases["log_best_models"] = round(time.perf_counter() - logging_started, 2)
         run.mark_best(result.best.run_id, metric, result.best.metrics[metric])
+        run.log_search(result.stopped_by, len(result.trials), result.search_seconds)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _run_search(search: Search, pool: _Pool, metric: str, budget: float | None,
+                result: TrainResult) -> Iterator[_Finished]:
+    """Keep every worker busy with the search's next trial until the trials or the time run
+    out (`result.stopped_by` says which); yield trials as they finish. Trials already
+    running when the budget runs out are finished, not thrown away."""
+    started = time.perf_counter()
+    running: dict[Future, Trial] = {}
+    stopping = False
+
+    def start_trials() -> None:
+        nonlocal stopping
+        while not stopping and len(running) < pool.workers:
+            if search.exhausted:
+                stopping, result.stopped_by = True, STOPPED_BY_TRIALS
+            elif budget is not None and time.perf_counter() - started >= budget:
+                stopping, result.stopped_by = True, STOPPED_BY_TIME
+            elif search.can_ask():
+                trial = search.ask()
+                running[pool.submit_trial(trial)] = trial
+            else:
+                return  # the next trial depends on one still running
+
+    start_trials()
+    while running:
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        outcomes = []
+        for future in sorted(done, key=lambda f: running[f].number):
+            trial = running.pop(future)
+            outcomes.append(future.result())
+            search.finished(trial, outcomes[-1].record.metrics.get(metric, float("nan")))
+        start_trials()  # keep the workers busy while the parent logs these
+        yield from outcomes
+
+
+def _log_models(run: tracking.TrainingRun, best: list[TrialResult],
+                finished: dict[str, _Finished], pool: _Pool, encoder: FeatureEncoder,
+                task: Task, y_val: np.ndarray, example: Any, plots: bool,
+                workdir: str) -> list[TrialResult]:
+    """Plots (rendered in the workers, side by side) and the pyfunc model for the best
+    trials, in rank order."""
+    rendering = {}
+    if plots:
+        names = list(encoder.feature_names)
+        for trial in best:
+            outcome = finished[trial.name]
+            folder = str(Path(workdir) / trial.name / "plots")
+            rendering[trial.name] = pool.submit_local(
+                _render_plots, outcome.task, folder, y_val, outcome.scores, names,
+                outcome.importance)
+    logged = []
+    for trial in best:
+        plot_dir = Path(rendering[trial.name].result()) if trial.name in rendering else None
+        uri = run.log_trial_model(trial.run_id, finished[trial.name].record, plot_dir, encoder,
+                                  task, example)
+        logged.append(dataclasses.replace(trial, model_uri=uri))
+    return logged
 
 
 def column_tags(dataset: Dataset) -> dict[str, str]:
@@ -195,42 +303,81 @@ def _nan_last(key: float) -> float:
     return float("inf") if key != key else key
 
 
-def _n_jobs(cfg: Config, n_trials: int) -> int:
-    import os
-
+def _n_jobs(cfg: Config) -> int:
     cores = os.cpu_count() or 1
-    wanted = cores if cfg.training.n_jobs < 0 else cfg.training.n_jobs
-    return max(1, min(wanted, n_trials))
+    return max(1, cores if cfg.training.n_jobs < 0 else cfg.training.n_jobs)
 
 
-def _log_trials(run: tracking.TrainingRun, done: Iterator[tracking.TrialRecord],
-                encoder: FeatureEncoder, task: Task, tags: dict[str, str],
-                total: int, on_progress: ProgressCallback | None) -> Iterator[TrialResult]:
-    """Log each trial as it finishes (in the parent: one MLflow client, one parent run).
+def _local_executor(cfg: Config) -> Executor:
+    from joblib.externals.loky import get_reusable_executor
 
-    The signature comes from the parent's own encoder: no need to load each saved model back.
+    return get_reusable_executor(max_workers=_n_jobs(cfg))
+
+
+def _import_fitting_libraries() -> None:
+    import lightgbm  # noqa: F401
+    import sklearn.ensemble  # noqa: F401
+    import xgboost  # noqa: F401
+
+
+def _warm_up_workers(cfg: Config) -> None:
+    """Start the local worker processes and their imports (seconds each) now, while this
+    process loads and logs the data, rather than on the search's clock."""
+    executor = _local_executor(cfg)
+    for _ in range(_n_jobs(cfg)):
+        executor.submit(_import_fitting_libraries)
+
+
+class _Pool:
+    """Where trials run: `workers` at a time, on this machine's processes or a Dask cluster.
+
+    Plots always render in local processes (their files must be where the parent logs them).
     """
-    for count, record in enumerate(done, 1):
-        run_id = run.log_trial(record, encoder, task, tags)
-        trial = TrialResult(record.name, record.family, run_id, dict(record.metrics))
-        if on_progress:
-            on_progress(count, total, trial)
-        yield trial
+
+    def __init__(self, executor: Executor, workers: int, encoder: Any, data: Any, workdir: str,
+                 shipped: bool, task: Task, local: Executor) -> None:
+        self._executor, self.workers = executor, workers
+        self._encoder, self._data, self._workdir = encoder, data, workdir
+        self._shipped, self._task, self._local = shipped, task, local
+
+    def submit_trial(self, trial: Trial) -> Future:
+        if not self._shipped:
+            return self._executor.submit(_run_trial, trial, self._encoder, self._data,
+                                         self._task, self._workdir)
+        future = self._executor.submit(_run_trial_shipped, trial, self._encoder, self._data,
+                                       self._task)
+        unpacked: Future = Future()
+
+        def unpack(done: Future) -> None:
+            try:
+                unpacked.set_result(_unpack_trial(*done.result(), self._workdir))
+            except BaseException as exc:  # the trial's own error, raised where it is read
+                unpacked.set_exception(exc)
+
+        future.add_done_callback(unpack)
+        return unpacked
+
+    def submit_local(self, fn: Callable, *args: Any) -> Future:
+        return self._local.submit(fn, *args)
 
 
 @contextlib.contextmanager
-def _trial_parallelism(cfg: Config, n_trials: int, shared: list) -> Iterator[int]:
-    """The joblib backend for the trials; yields the `n_jobs` to give `Parallel`.
+def _worker_pool(cfg: Config, encoder: FeatureEncoder, arrays: tuple, workdir: str,
+                 task: Task) -> Iterator[_Pool]:
+    """The workers for the trials.
 
-    `local`: loky worker processes on this machine. `dask`: joblib's Dask backend on the
-    cluster at `compute.scheduler_address`; `shared` (encoder, arrays) is broadcast to the
-    workers once instead of being pickled into every task.
+    `local`: loky worker processes on this machine (reused across runs); the encoded splits
+    are written once to the work folder and memory-mapped by each worker. `dask`: the cluster
+    at `compute.scheduler_address`; encoder and arrays are scattered to every worker once
+    instead of being pickled into each trial.
     """
+    local = _local_executor(cfg)
     if cfg.compute.backend == "local":
-        yield _n_jobs(cfg, n_trials)
+        for name, array in zip(_ARRAY_NAMES, arrays, strict=True):
+            np.save(Path(workdir) / f"{name}.npy", np.ascontiguousarray(array))
+        yield _Pool(local, _n_jobs(cfg), encoder, workdir, workdir, False, task, local)
         return
     from distributed import Client
-    from joblib import parallel_config
 
     address = cfg.compute.scheduler_address
     if not address:
@@ -243,30 +390,28 @@ def _trial_parallelism(cfg: Config, n_trials: int, shared: list) -> Iterator[int
         raise ConfigError(f"compute.scheduler_address: cannot reach the Dask scheduler at "
                           f"{address}: {exc}") from None
     with client:
-        log.info("trials on Dask at %s (%d worker threads)", address,
-                 sum(client.nthreads().values()))
-        with parallel_config(backend="dask", client=client, scatter=shared,
-                             wait_for_workers_timeout=60):
-            yield -1
+        threads = sum(client.nthreads().values())
+        log.info("trials on Dask at %s (%d worker threads)", address, threads)
+        shared_encoder, shared_arrays = client.scatter([encoder, arrays], broadcast=True)
+        yield _Pool(client.get_executor(pure=False), max(1, threads), shared_encoder,
+                    shared_arrays, workdir, True, task, local)
 
 
-def _run_trial_shipped(trial: Trial, encoder: FeatureEncoder, splits_xy: tuple, task: Task,
-                       plots: bool) -> tuple[tracking.TrialRecord, bytes]:
-    """A trial on a Dask worker: its model and plot files come back as a tar, since the
-    worker need not share a file system with the process that logs to MLflow."""
+def _run_trial_shipped(trial: Trial, encoder: FeatureEncoder, data: tuple,
+                       task: Task) -> tuple[_Finished, bytes]:
+    """A trial on a Dask worker: its model files come back as a tar, since the worker need
+    not share a file system with the process that logs to MLflow."""
     with tempfile.TemporaryDirectory(prefix="ctloop-trial-") as tmp:
-        record = _run_trial(trial, encoder, splits_xy, task, tmp, plots)
+        outcome = _run_trial(trial, encoder, data, task, tmp)
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
             tar.add(Path(tmp) / trial.name, arcname=trial.name)
-    return record, buffer.getvalue()
+    return outcome, buffer.getvalue()
 
 
-def _unpack_trial(record: tracking.TrialRecord, payload: bytes,
-                  workdir: str) -> tracking.TrialRecord:
+def _unpack_trial(outcome: _Finished, payload: bytes, workdir: str) -> _Finished:
     with tarfile.open(fileobj=io.BytesIO(payload), mode="r:gz") as tar:
         tar.extractall(workdir, filter="data")
-    folder = Path(workdir) / record.name
-    return dataclasses.replace(
-        record, model_dir=folder / tracking.MODEL_DATA_DIR,
-        plot_dir=folder / "plots" if record.plot_dir is not None else None)
+    record = dataclasses.replace(
+        outcome.record, model_dir=Path(workdir) / outcome.record.name / tracking.MODEL_DATA_DIR)
+    return dataclasses.replace(outcome, record=record)

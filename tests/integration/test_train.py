@@ -142,3 +142,60 @@ def test_mlflow_run_of_the_train_entry_point_logs_the_same_structure(tmp_path):
     assert parent.data.tags["ctloop.window_start"] == "2013-01-01"
     assert parent.data.tags["ctloop.window_end"] == "2013-01-10"
     assert sum(r.data.tags.get("mlflow.parentRunId") == parent.info.run_id for r in runs) == 1
+
+
+SEARCH = {"plots": False, "logged_models": 2, "trials": 6, "candidates": {
+    "lightgbm": {"trials": 3, "search": {"num_leaves": {"low": 4, "high": 32, "int": True},
+                                         "learning_rate": {"low": 0.05, "high": 0.3}}},
+    "xgboost": {"trials": 2, "search": {"max_depth": {"low": 2, "high": 5, "int": True}}},
+    "linear": {"trials": 1}}}
+
+
+@pytest.mark.slow
+def test_search_is_reproducible_and_only_the_best_trials_carry_a_model(tmp_path,
+                                                                        mlflow_store):
+    make_churn(1200, seed=5).to_csv(tmp_path / "churn.csv", index=False)
+    config = write_config(tmp_path, {
+        "name": "churn-search",
+        "data": {"source": "churn.csv", "target": "churn", "positive_label": "Yes"},
+        "training": SEARCH})
+    first, again = loop.train(load_config(config)), loop.train(load_config(config))
+    assert first.stopped_by == "trials" and len(first.trials) == 6
+
+    def trials(result):
+        return sorted((t.name, t.params, t.metrics["roc_auc"]) for t in result.trials)
+
+    assert trials(first) == trials(again)  # same seed, same trials, same scores
+    client = mlflow.MlflowClient()
+    with_model = [t for t in first.trials if t.model_uri]
+    assert [t.name for t in with_model] == [t.name for t in first.trials[:2]]
+    for rank, trial in enumerate(first.trials):
+        run = client.get_run(trial.run_id)
+        artifacts = {a.path for a in client.list_artifacts(trial.run_id)}
+        assert ("ctloop.model_uri" in run.data.tags) == (rank < 2), trial.name
+        if trial.family in ("lightgbm", "xgboost"):  # rounds chosen by early stopping
+            assert 1 <= int(run.data.params["n_rounds"]) <= 1000
+        assert "model" not in artifacts or rank < 2
+    parent = client.get_run(first.run_id)
+    assert parent.data.tags["ctloop.search_stopped_by"] == "trials"
+    assert parent.data.metrics["n_trials"] == 6
+    decision = loop.select(load_config(config), run_id=first.run_id)
+    assert decision.trial_run_id == first.best.run_id
+
+
+@pytest.mark.slow
+def test_the_time_budget_stops_the_search_and_the_run_says_so(tmp_path, mlflow_store):
+    make_churn(1500, seed=6).to_csv(tmp_path / "churn.csv", index=False)
+    config = write_config(tmp_path, {
+        "name": "churn-budget",
+        "data": {"source": "churn.csv", "target": "churn", "positive_label": "Yes"},
+        "training": {"plots": False, "trials": 500, "time_budget": 4, "candidates": {
+            "lightgbm": {"trials": 500, "search": {
+                "num_leaves": {"low": 4, "high": 64, "int": True}}}}}})
+    result = loop.train(load_config(config))
+    assert result.stopped_by == "time_budget"
+    assert 1 <= len(result.trials) < 500
+    # Trials running when the budget ran out are finished; none starts after it.
+    assert result.search_seconds < 4 + 60
+    tags = mlflow.MlflowClient().get_run(result.run_id).data.tags
+    assert tags["ctloop.search_stopped_by"] == "time_budget"

@@ -1,27 +1,72 @@
-"""Trials are drawn reproducibly from the config's search spaces."""
+"""Each family fits on the encoded matrix; boosting families stop early on validation."""
 
+import numpy as np
 import pytest
 
-from ctloop.candidates import sample_trials
-from ctloop.config import CandidateConfig
+from ctloop.candidates import (
+    FAMILIES,
+    MAX_ROUNDS,
+    Trial,
+    feature_importance,
+    fit_estimator,
+    fitted_rounds,
+    native_model,
+)
 
 
-def test_same_seed_same_trials_and_spaces_are_respected():
-    space = {"xgboost": CandidateConfig(trials=5, search={
-        "max_depth": {"low": 3, "high": 6, "int": True},
-        "learning_rate": {"low": 0.01, "high": 0.3, "log": True},
-        "booster": ["gbtree"]}, fixed={"n_estimators": 20})}
-    first, again = sample_trials(space, 7), sample_trials(space, 7)
-    assert first == again and len(first) == 5
-    assert first != sample_trials(space, 8)
-    for trial in first:
-        assert 3 <= trial.params["max_depth"] <= 6 and isinstance(trial.params["max_depth"], int)
-        assert 0.01 <= trial.params["learning_rate"] <= 0.3
-        assert trial.params["n_estimators"] == 20 and trial.params["booster"] == "gbtree"
-    assert [t.name for t in first] == [f"xgboost-{i:02d}" for i in range(5)]
+def _table(rows: int, signal: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(rows, 5)).astype(np.float32)
+    X[:, 4] = rng.integers(0, 4, rows)  # a categorical column (codes)
+    X[rng.random(rows) < 0.1, 1] = np.nan
+    logit = signal * (X[:, 0] + (X[:, 4] == 2))
+    return X, (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.int64)
 
 
-def test_an_empty_range_is_rejected():
-    with pytest.raises(ValueError, match="'C': low must be below high"):
-        sample_trials({"logistic_regression": CandidateConfig(
-            trials=1, search={"C": {"low": 1, "high": 1}})}, 0)
+@pytest.mark.parametrize("family", ["xgboost", "lightgbm", "hist_gradient_boosting"])
+def test_early_stopping_keeps_few_rounds_when_there_is_little_to_learn(family):
+    """Pure noise: the validation loss stops falling almost at once, far below the cap."""
+    X, y = _table(1500, signal=0.0)
+    X_val, y_val = _table(500, signal=0.0, seed=1)
+    fitted = fit_estimator(Trial(0, family, {"learning_rate": 0.1}, 1), "binary", X, y, [4],
+                           validation=(X_val, y_val))
+    rounds = fitted_rounds(fitted, family)
+    assert 1 <= rounds < 100 < MAX_ROUNDS
+
+
+def test_early_stopping_keeps_more_rounds_when_there_is_signal():
+    X, y = _table(3000, signal=3.0)
+    X_val, y_val = _table(1000, signal=3.0, seed=1)
+    noise = fitted_rounds(fit_estimator(
+        Trial(0, "lightgbm", {"learning_rate": 0.05}, 1), "binary", *_table(3000, 0.0),
+        [4], validation=_table(1000, 0.0, seed=1)), "lightgbm")
+    signal = fitted_rounds(fit_estimator(
+        Trial(0, "lightgbm", {"learning_rate": 0.05}, 1), "binary", X, y, [4],
+        validation=(X_val, y_val)), "lightgbm")
+    assert signal > noise
+
+
+def test_xgboost_serves_only_the_rounds_early_stopping_kept():
+    X, y = _table(1500, signal=0.0)
+    fitted = fit_estimator(Trial(0, "xgboost", {}, 1), "binary", X, y, [4],
+                           validation=_table(500, signal=0.0, seed=1))
+    booster = native_model(fitted, "xgboost")
+    assert booster.num_boosted_rounds() == fitted_rounds(fitted, "xgboost")
+    np.testing.assert_allclose(booster.inplace_predict(X), fitted.predict_proba(X)[:, 1],
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
+def test_every_family_fits_every_task_and_reports_importance(family, kind):
+    X, y = _table(600, signal=2.0)
+    if kind == "multiclass":
+        y = (y + (X[:, 0] > 1)).astype(np.int64)  # 3 classes
+    elif kind == "regression":
+        y = X[:, 0] * 2.0 + np.nan_to_num(X[:, 1])
+    fitted = fit_estimator(Trial(0, family, {}, 1), kind, X, y, [4],
+                           validation=(X[:200], y[:200]))
+    importance = feature_importance(native_model(fitted, family), family, X.shape[1])
+    assert importance.shape == (5,)
+    if family != "hist_gradient_boosting":  # scikit-learn's HGB exposes no importances
+        assert importance[0] > 0

@@ -15,14 +15,15 @@ import pandas as pd
 import pytest
 
 from ctloop import predictors
-from ctloop.candidates import FAMILIES, Trial, fit_estimator
+from ctloop.candidates import FAMILIES, Trial, fit_estimator, native_model
 from ctloop.features import FeatureEncoder
 from ctloop.model import TabularModel, _load_pyfunc
 from ctloop.tasks import BinaryTask, MulticlassTask, RegressionTask
 
-SKLEARN_FAMILIES = [f for f in FAMILIES if f != "xgboost"]
+SKLEARN_FAMILIES = [f for f in FAMILIES if f not in ("xgboost", "lightgbm")]
 TASKS = ["binary", "multiclass", "regression"]
 PARAMS = {"xgboost": {"n_estimators": 20, "max_depth": 3},
+          "lightgbm": {"n_estimators": 20, "num_leaves": 7},
           "linear": {"C": 1.0},
           "hist_gradient_boosting": {"max_iter": 30, "max_leaf_nodes": 15},
           "random_forest": {"n_estimators": 25, "min_samples_leaf": 2}}
@@ -75,8 +76,7 @@ def fitted(table):
         for family in FAMILIES:
             estimator = fit_estimator(Trial(0, family, dict(PARAMS[family]), 1), task, X, y,
                                       encoder.categorical_indices)  # fmt: skip
-            if family == "xgboost":
-                estimator = estimator.get_booster()
+            estimator = native_model(estimator, family)
             models[family, task] = TabularModel(encoder, estimator, family, TASK_OBJECTS[task])
     return models
 
@@ -140,11 +140,12 @@ def test_large_tree_batches_go_to_the_estimator(fitted, table):
     assert fitted["linear", "binary"].fast.accepts(X)  # linear is fast at every size
 
 
-def test_xgboost_keeps_its_booster_path(fitted, table):
-    model = fitted["xgboost", "binary"]
-    assert model.fast is None
+def test_boosters_keep_their_own_predict(fitted, table):
     X = scoring_rows(table[1], 5, seed=1)
-    np.testing.assert_array_equal(model.scores_encoded(X), model.estimator.inplace_predict(X))
+    xgb, lgb = fitted["xgboost", "binary"], fitted["lightgbm", "binary"]
+    assert xgb.fast is None and lgb.fast is None
+    np.testing.assert_array_equal(xgb.scores_encoded(X), xgb.estimator.inplace_predict(X))
+    np.testing.assert_array_equal(lgb.scores_encoded(X), lgb.estimator.predict(X))
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -153,7 +154,7 @@ def test_pyfunc_round_trip_uses_the_fast_path(fitted, table, family, task, tmp_p
     model = fitted[family, task]
     model.save(tmp_path / "m")
     loaded = _load_pyfunc(str(tmp_path / "m"))
-    assert (loaded.fast is None) == (family == "xgboost")
+    assert (loaded.fast is None) == (family in ("xgboost", "lightgbm"))
     raw = make_table(40, seed=11)[COLUMNS]
     raw.loc[0, "city"] = "never-seen-city"
     raw.loc[1, "x1"] = np.nan
@@ -161,6 +162,8 @@ def test_pyfunc_round_trip_uses_the_fast_path(fitted, table, family, task, tmp_p
     X = loaded.encode(raw)
     if family == "xgboost":
         expected = np.asarray(model.estimator.inplace_predict(X), dtype=np.float64)
+    elif family == "lightgbm":
+        expected = np.asarray(model.estimator.predict(X), dtype=np.float64)
     else:
         expected = predictors.estimator_scores(model.estimator, model.task, X)
     reference = model.task.output_frame(expected)

@@ -29,8 +29,8 @@ from ctloop.tracking.layout import (
 from ctloop.tracking.store import _client, _short, experiment_id, use_experiment
 
 # Runtime packages a logged model needs, pinned to what trained it.
-MODEL_REQUIREMENTS = ("mlflow", "pandas", "numpy", "scipy", "scikit-learn", "xgboost", "skops",
-                      "pyarrow")
+MODEL_REQUIREMENTS = ("mlflow", "pandas", "numpy", "scipy", "scikit-learn", "xgboost",
+                      "lightgbm", "skops", "pyarrow")
 
 
 def input_types(encoder: FeatureEncoder) -> dict[str, str]:
@@ -91,8 +91,6 @@ class TrialRecord:
     params: Mapping[str, Any]
     metrics: Mapping[str, float]
     model_dir: Path
-    plot_dir: Path | None
-    input_example: pd.DataFrame
 
 
 class TrainingRun:
@@ -120,29 +118,54 @@ class TrainingRun:
             frame.to_parquet(path, index=False)
             mlflow.log_artifact(str(path), artifact_path=str(Path(artifact).parent))
 
-    def log_trial(self, record: TrialRecord, encoder: FeatureEncoder, task: Task,
-                  tags: Mapping[str, str]) -> str:
-        """A child run with params, metrics, plots and the pyfunc model; returns the model URI."""
+    def log_trial(self, record: TrialRecord, tags: Mapping[str, str]) -> str:
+        """A finished child run with the trial's params, metrics and tags (one batch write,
+        cheap enough to keep up with the workers); returns its run id."""
+        from mlflow.entities import Metric, Param
+        from mlflow.utils.time import get_current_time_millis
+
+        client = _client()
+        parent = client.get_run(self.run_id)
+        child = client.create_run(parent.info.experiment_id, run_name=record.name, tags={
+            **tags, RUN_KIND_TAG: TRIAL_KIND, "ctloop.family": record.family,
+            "ctloop.parent_run_id": self.run_id, "mlflow.parentRunId": self.run_id})
+        now = get_current_time_millis()
+        client.log_batch(
+            child.info.run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in record.metrics.items()],
+            params=[Param(k, _short(v)) for k, v in record.params.items()],
+        )
+        client.set_terminated(child.info.run_id)
+        return child.info.run_id
+
+    def log_trial_model(self, trial_run_id: str, record: TrialRecord, plot_dir: Path | None,
+                        encoder: FeatureEncoder, task: Task,
+                        input_example: pd.DataFrame) -> str:
+        """Plots and the pyfunc model on a trial's child run; returns the model URI."""
         import mlflow
 
-        with mlflow.start_run(run_name=record.name, nested=True) as child:
-            mlflow.set_tags({**tags, RUN_KIND_TAG: TRIAL_KIND, "ctloop.family": record.family,
-                             "ctloop.parent_run_id": self.run_id})
-            mlflow.log_params({k: _short(v) for k, v in record.params.items()})
-            mlflow.log_metrics(dict(record.metrics))
-            if record.plot_dir is not None:
-                mlflow.log_artifacts(str(record.plot_dir), artifact_path="plots")
+        with mlflow.start_run(run_id=trial_run_id, nested=True):
+            if plot_dir is not None:
+                mlflow.log_artifacts(str(plot_dir), artifact_path="plots")
             info = mlflow.pyfunc.log_model(
                 name=MODEL_NAME_IN_RUN,
                 loader_module="ctloop.model",
                 data_path=str(record.model_dir),
                 code_paths=[str(_code_snapshot())],
                 signature=_model_signature(encoder, task),
-                input_example=record.input_example,
+                input_example=input_example,
                 pip_requirements=_requirements(),
             )
             mlflow.set_tag("ctloop.model_uri", info.model_uri)
-            return child.info.run_id
+        return info.model_uri
+
+    def log_search(self, stopped_by: str, trials: int, seconds: float) -> None:
+        """What ended the search (`trials` or `time_budget`), after how many trials and
+        seconds: the first thing to look at when a champion seems under-tuned."""
+        import mlflow
+
+        mlflow.set_tag("ctloop.search_stopped_by", stopped_by)
+        mlflow.log_metrics({"n_trials": trials, "search_seconds": seconds})
 
     def mark_best(self, trial_run_id: str, metric: str, value: float) -> None:
         import mlflow
