@@ -1,6 +1,6 @@
 """Scoring-server throughput per model family and task: `ctloop serve` vs `mlflow models serve`.
 
-One champion per family (xgboost, linear, hist_gradient_boosting, random_forest; one fixed
+One champion per family (every family in `candidates.FAMILIES`; one fixed
 trial each) is trained per task on the flights data, Jan-Mar 2013:
   binary      the built-in table (arrival more than 15 minutes late)
   multiclass  the same rows and features, target = delay bucket (on_time <= 0 min, late <= 30,
@@ -44,16 +44,18 @@ import psutil
 import yaml
 
 from bench.common import TASK_TARGETS, flights_task_csv, flights_xgboost_config, median_ms
+from ctloop.candidates import FAMILIES as CANDIDATE_FAMILIES
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 STORE = RESULTS / ".serve-store"  # trained champions and the derived CSVs, reused across runs
 NAME = "flights-bench"
-FAMILIES = ("xgboost", "linear", "hist_gradient_boosting", "random_forest")
+FAMILIES = CANDIDATE_FAMILIES  # every family a champion can come from
 TASKS = ("binary", "multiclass", "regression")
 # One fixed trial per family (the search spaces of configs/flights.yaml, pinned).
 SEARCH = {
     "xgboost": {"n_estimators": [200], "max_depth": [6], "learning_rate": [0.1]},
+    "lightgbm": {"learning_rate": [0.1], "num_leaves": [31]},
     "linear": {"C": [1.0]},
     "hist_gradient_boosting": {"learning_rate": [0.1], "max_leaf_nodes": [31]},
     "random_forest": {"n_estimators": [200], "min_samples_leaf": [5]},

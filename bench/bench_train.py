@@ -4,11 +4,12 @@
    single-row and 10,000-row predict, side by side with XGBoost's own `inplace_predict` on
    already-encoded arrays (the floor) and an sklearn Pipeline(OrdinalEncoder, XGBClassifier)
    logged the usual way (the baseline people start from).
-2. Training: wall time of `ctloop train` on configs/flights.yaml (all candidates, parallel,
-   with full MLflow logging) against the sum of the bare `fit` times of the same trials run
-   sequentially on the same encoded data; peak RSS of the process and its workers.
+2. Training: wall time of `ctloop train` on a config (default configs/flights.yaml; the
+   whole search, parallel, with MLflow logging) against the sum of the bare `fit` times of
+   the same trials (same parameters and early stopping) run sequentially on the same
+   encoded data; peak RSS of the process and its workers.
 
-    .venv/bin/python -m bench.bench_train [--repeats 5]
+    .venv/bin/python -m bench.bench_train [--repeats 5] [--only training] [--config PATH]
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def latency(workdir: Path, repeats: int) -> dict:
     # The usual way: an sklearn pipeline with the encoding inside, logged with mlflow.sklearn.
     categorical = [c for c in model.feature_columns if c in model.encoder.vocabularies]
     logged = tracking.run_info(result.best.run_id)["params"]
-    same = {"n_estimators": int(logged["n_estimators"]), "max_depth": int(logged["max_depth"]),
+    same = {"n_estimators": int(logged["n_rounds"]), "max_depth": int(logged["max_depth"]),
             "learning_rate": float(logged["learning_rate"])}
     baseline = Pipeline([
         ("encode", ColumnTransformer([("cat", OrdinalEncoder(
@@ -91,67 +92,83 @@ def latency(workdir: Path, repeats: int) -> dict:
     return {"model_uri": uri, "params": same, "rows": figures}
 
 
-def training(repeats: int) -> dict:
+def training(repeats: int, config: Path) -> dict:
+    """`ctloop train` wall time against the same trials fitted bare, one after another.
+
+    The bare fits are exactly the fit calls the trainer makes (same parameters, same early
+    stopping on the same validation split, one thread), without scoring, saving, plots or
+    MLflow: what the trials would cost with no framework around them.
+    """
     from threadpoolctl import threadpool_limits
 
     from ctloop import loop
-    from ctloop.candidates import fit_estimator, sample_trials
+    from ctloop.candidates import Trial, fit_estimator
     from ctloop.config import load_config
     from ctloop.data import load_dataset, split_dataset
     from ctloop.features import FeatureEncoder
 
-    cfg = load_config(REPO / "configs/flights.yaml")
-    walls, phases = [], []
+    cfg = load_config(config)
+    runs = []
     for _ in range(repeats):
         start = time.perf_counter()
         result = loop.train(cfg)
-        walls.append(time.perf_counter() - start)
-        phases.append(result.phases["trials_fit_and_logged"])
+        runs.append((time.perf_counter() - start, result))
     dataset = load_dataset(cfg.data)
     splits = split_dataset(dataset, cfg.split)
     encoder = FeatureEncoder.fit(splits.train.frame, dataset.feature_columns, dataset.kinds,
                                  cfg.data.features.max_categories)
     X, y = encoder.encode_frame(splits.train.frame), splits.train.y
-    trials = sample_trials(cfg.training.candidates, cfg.training.seed)
-    fits = []
-    for _ in range(repeats):
-        total = 0.0
+    validation = (encoder.encode_frame(splits.validation.frame), splits.validation.y)
+    figures = []
+    for wall, result in runs:
+        fits = 0.0
         with threadpool_limits(1):
-            for trial in trials:
+            for number, trial in enumerate(result.trials):
+                params = {k: v for k, v in trial.params.items() if k != "n_rounds"}
+                bare = Trial(number, trial.family, params, cfg.training.seed)
                 start = time.perf_counter()
-                fit_estimator(trial, dataset.task.kind, X, y, encoder.categorical_indices)
-                total += time.perf_counter() - start
-        fits.append(total)
-    wall, fit = statistics.median(walls), statistics.median(fits)
-    trial_phase = statistics.median(phases)
-    return {"trials": len(trials), "cores": os.cpu_count(), "wall_s": round(wall, 2),
-            "trial_phase_s": round(trial_phase, 2),
-            "sequential_fit_sum_s": round(fit, 2), "ratio": round(wall / fit, 3),
-            "trial_phase_ratio": round(trial_phase / fit, 3),
-            "rows_train": result.rows["train"], "peak_rss_mb": round(peak_rss_mb(), 1)}
+                fit_estimator(bare, dataset.task.kind, X, y, encoder.categorical_indices,
+                              validation=validation)
+                fits += time.perf_counter() - start
+        figures.append({"wall_s": wall, "fit_sum_s": fits, "ratio": wall / fits,
+                        "trials": len(result.trials), "stopped_by": result.stopped_by,
+                        "phases": result.phases})
+    ratio = statistics.median(f["ratio"] for f in figures)
+    middle = min(figures, key=lambda f: abs(f["ratio"] - ratio))
+    return {"config": str(config.relative_to(REPO)) if config.is_relative_to(REPO)
+            else str(config), "cores": os.cpu_count(), "repeats": repeats,
+            "trials": middle["trials"], "stopped_by": middle["stopped_by"],
+            "wall_s": round(middle["wall_s"], 2), "sequential_fit_sum_s":
+            round(middle["fit_sum_s"], 2), "ratio": round(ratio, 3),
+            "ratios": [round(f["ratio"], 3) for f in figures], "phases": middle["phases"],
+            "rows_train": len(splits.train.frame), "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", choices=["latency", "training"], default=None)
+    parser.add_argument("--config", type=Path, default=REPO / "configs/flights.yaml",
+                        help="the config `ctloop train` runs (default: the flights demo)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     with tempfile.TemporaryDirectory(prefix="ctloop-bench-train-") as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
         os.chdir(tmp)
         lat = latency(Path(tmp), args.repeats) if args.only != "training" else None
-        train = training(max(1, args.repeats // 2)) if args.only != "latency" else None
+        train = (training(max(1, args.repeats // 2), args.config.resolve())
+                 if args.only != "latency" else None)
     if lat:
         print(f"{'predict latency (median)':52} {'1 row ms':>10} {'10k rows ms':>12}")
         for name, row in lat["rows"].items():
             print(f"{name:52} {row['single_row_ms']:10.3f} {row['batch_10k_ms']:12.1f}")
     if train:
-        print(f"\ntraining {train['trials']} trials on {train['rows_train']:,} rows, "
-          f"{train['cores']} cores: wall {train['wall_s']} s vs sequential bare fits "
-          f"{train['sequential_fit_sum_s']} s -> ratio {train['ratio']}; trial phase alone "
-          f"(fits + plots + MLflow logging) {train['trial_phase_s']} s -> ratio "
-          f"{train['trial_phase_ratio']} (peak RSS {train['peak_rss_mb']} MB)")
+        print(f"\ntraining ({train['config']}): {train['trials']} trials on "
+              f"{train['rows_train']:,} rows, {train['cores']} cores, stopped by "
+              f"{train['stopped_by']}: wall {train['wall_s']} s vs the same fits bare and "
+              f"sequential {train['sequential_fit_sum_s']} s -> ratio {train['ratio']} "
+              f"(median of {train['ratios']}); phases {train['phases']}; peak RSS "
+              f"{train['peak_rss_mb']} MB")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "train.json"
     previous = json.loads(out.read_text()) if out.exists() else {}
