@@ -319,6 +319,15 @@ def run_lightgbm(table: Table, X_dev: pd.DataFrame, y_dev: pd.Series, X_test: pd
 
 # ---- one table, the report -----------------------------------------------------------------
 
+def warm_up(folder: Path) -> None:
+    """One untimed training on a small table first, so that the first measured table does not
+    pay for creating the MLflow store and starting the worker processes (FLAML would get that
+    as extra budget)."""
+    table = TABLES["diabetes"]
+    dev_csv, _, test = split_csvs("warm-up", table, folder)
+    run_ctloop("bench-quality-warm-up", table, dev_csv, test)
+
+
 def measure(name: str, folder: Path, repeats: int, time_scale: float) -> dict[str, Any]:
     table = TABLES[name]
     dev_csv, dev, test = split_csvs(name, table, folder)
@@ -359,9 +368,9 @@ def measure(name: str, folder: Path, repeats: int, time_scale: float) -> dict[st
 
 def markdown(results: dict[str, dict[str, Any]]) -> str:
     """The README table."""
-    lines = ["| table | task | rows dev / test | metric | ctloop | FLAML (same wall) | "
-             "LightGBM untuned | ctloop − FLAML | ctloop − LightGBM | ctloop wall s | "
-             "ctloop champion | FLAML best | goal |",
+    lines = ["| table | task | rows dev / test | metric | ctloop | FLAML | LightGBM untuned | "
+             "ctloop - FLAML | ctloop - LightGBM | wall s ctloop / FLAML | ctloop champion | "
+             "FLAML best | goal |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         champion = r["runs"]["ctloop"][-1]["best_trial"]
@@ -370,7 +379,7 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
             f"| {name} | {r['task']} | {r['rows']['development']:,} / {r['rows']['test']:,} "
             f"| {r['metric']} | {r['ctloop']:.4f} | {r['flaml']:.4f} | {r['lightgbm']:.4f} "
             f"| {r['ctloop_minus_flaml']:+.4f} | {r['ctloop_minus_lightgbm']:+.4f} "
-            f"| {r['ctloop_wall_s']:.1f} | {champion} | {best} "
+            f"| {r['ctloop_wall_s']:.1f} / {r['flaml_wall_s']:.1f} | {champion} | {best} "
             f"| {'pass' if r['pass'] else 'FAIL'} |")
     return "\n".join(lines)
 
@@ -411,6 +420,7 @@ def main() -> None:
         here = os.getcwd()
         os.chdir(tmp)
         try:
+            warm_up(Path(tmp) / "data")
             for name in names:
                 out["tables"][name] = measure(name, Path(tmp) / "data", args.repeats,
                                               args.time_scale)
