@@ -265,7 +265,8 @@ def run_ctloop(name: str, table: Table, dev_csv: Path, test: pd.DataFrame) -> Sc
         value, loss = score("regression", y, None, prediction=out["prediction"].to_numpy())
     best = result.best
     return Scored(value, loss, seconds, {
-        "best_trial": best.name, "best_family": best.family, "trials": len(result.trials),
+        "best_trial": getattr(best, "name", "?"), "best_family": getattr(best, "family", "?"),
+        "trials": len(getattr(result, "trials", [])),
         "model_uri": uri, "task": inferred, "phases": dict(getattr(result, "phases", {}) or {}),
         "rows": dict(getattr(result, "rows", {}) or {})})
 
@@ -384,15 +385,18 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _git_commit() -> str:
+def _git(*args: str) -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                              capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=ROOT,
-                               text=True, capture_output=True, check=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=ROOT, text=True, capture_output=True,
+                              check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return head + ("-dirty" if dirty else "")
+
+
+def _trainer_commit() -> str:
+    """The last commit that changed src/ (what was measured), marked if src/ has edits."""
+    commit = _git("log", "-1", "--format=%h", "--", "src")
+    return commit + ("-dirty" if _git("status", "--porcelain", "--", "src") else "")
 
 
 def main() -> None:
@@ -409,7 +413,8 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown tables {unknown}; known: {', '.join(TABLES)}")
     warnings.filterwarnings("ignore")
-    out: dict[str, Any] = {"commit": _git_commit(), "cores": os.cpu_count(),
+    out: dict[str, Any] = {"commit": _git("rev-parse", "--short", "HEAD"),
+                           "trainer_commit": _trainer_commit(), "cores": os.cpu_count(),
                            "load_average_start": os.getloadavg(), "seed": SEED,
                            "test_fraction": TEST_FRACTION, "time_scale": args.time_scale,
                            "goal": f"ctloop >= FLAML - {GOAL_MARGIN} and ctloop >= LightGBM",
@@ -430,7 +435,8 @@ def main() -> None:
     out["total_s"] = round(time.perf_counter() - started, 1)
     print(markdown(out["tables"]))
     passed = sum(r["pass"] for r in out["tables"].values())
-    print(f"goal met on {passed}/{len(out['tables'])} tables; commit {out['commit']}; "
+    print(f"goal met on {passed}/{len(out['tables'])} tables; trainer (src/) at "
+          f"{out['trainer_commit']}; "
           f"load average {out['load_average_start']} -> {out['load_average_end']}; "
           f"{out['total_s']} s in all")
     write_result("quality", out)
