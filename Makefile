@@ -27,7 +27,12 @@ lint: install
 test: lint
 	$(BIN)/pytest
 
-bench: install
+# The benchmarks also need the bench group (FLAML, LightGBM, statsmodels); `make test` does not.
+$(VENV)/.installed-bench: $(VENV)/.installed
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/uv pip install --quiet -e ".[dev,bench]"
+	touch $@
+
+bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.run_all
 
 clean:
