@@ -7,6 +7,7 @@ and how a boosting family stops on the validation split (its rounds chosen by th
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,10 +121,14 @@ def build_estimator(trial: Trial, kind: str, categorical_indices: list[int],
 
 def fit_estimator(trial: Trial, kind: str, X: np.ndarray, y: np.ndarray,
                   categorical_indices: list[int],
-                  validation: tuple[np.ndarray, np.ndarray] | None = None):
+                  validation: tuple[np.ndarray, np.ndarray] | None = None,
+                  deadline: float | None = None):
     """Fit one trial; with `validation`, boosting families stop when its loss stops falling.
 
-    Categorical codes past HGB's bin limit are treated as numeric there.
+    `deadline` (a `time.time()` value, the end of the search's time budget): XGBoost and
+    LightGBM stop adding rounds then, so a trial running when the budget ends finishes soon
+    after it (XGBoost keeps its best round so far, LightGBM the rounds it has). Categorical
+    codes past HGB's bin limit are treated as numeric there.
     """
     if trial.family == "hist_gradient_boosting":
         categorical_indices = [
@@ -136,15 +141,50 @@ def fit_estimator(trial: Trial, kind: str, X: np.ndarray, y: np.ndarray,
         return estimator
     X_val, y_val = validation
     if trial.family == XGBOOST:
+        if deadline is not None:
+            estimator.set_params(callbacks=[_xgboost_deadline(deadline)])
         estimator.fit(X, y, eval_set=[(X_val, y_val)], verbose=False)
     elif trial.family == LIGHTGBM:
         import lightgbm as lgb
 
+        callbacks = [lgb.early_stopping(STOPPING_ROUNDS, verbose=False)]
+        if deadline is not None:
+            callbacks.append(_lightgbm_deadline(deadline))
         estimator.fit(X, y, eval_X=X_val, eval_y=y_val, categorical_feature=categorical_indices,
-                      callbacks=[lgb.early_stopping(STOPPING_ROUNDS, verbose=False)])
+                      callbacks=callbacks)
     else:
         estimator.fit(X, y, X_val=X_val, y_val=y_val)
     return estimator
+
+
+def _xgboost_deadline(deadline: float) -> Any:
+    import xgboost as xgb
+
+    class Deadline(xgb.callback.TrainingCallback):
+        def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+            return time.time() >= deadline  # True stops training
+
+    return Deadline()
+
+
+def _lightgbm_deadline(deadline: float) -> Any:
+    import lightgbm as lgb
+
+    def stop_at_deadline(env: Any) -> None:
+        if time.time() >= deadline:
+            raise lgb.callback.EarlyStopException(env.iteration, env.evaluation_result_list)
+
+    stop_at_deadline.order = 40  # after lightgbm's own early stopping (order 30)
+    return stop_at_deadline
+
+
+def refit_trial(trial: Trial, rounds: int | None) -> Trial:
+    """The same trial with its boosting rounds fixed to those early stopping kept: what is
+    refitted on the training and validation rows together, with nothing left to stop on."""
+    if rounds is None:
+        return trial
+    key = "max_iter" if trial.family == "hist_gradient_boosting" else "n_estimators"
+    return Trial(trial.number, trial.family, {**trial.params, key: rounds}, trial.seed)
 
 
 def fitted_rounds(estimator: Any, family: str) -> int | None:

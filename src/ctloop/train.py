@@ -16,6 +16,7 @@ import dataclasses
 import io
 import logging
 import os
+import shutil
 import tarfile
 import tempfile
 import time
@@ -35,6 +36,7 @@ from ctloop.candidates import (
     fit_estimator,
     fitted_rounds,
     native_model,
+    refit_trial,
 )
 from ctloop.config import Config, ConfigError
 from ctloop.data import Dataset, Splits, load_dataset, split_dataset
@@ -88,6 +90,7 @@ ProgressCallback = Callable[[int, int, TrialResult | None], None]
 class _Finished:
     """A trial back from its worker: the tracker's record, and what its plots need."""
 
+    trial: Trial
     record: tracking.TrialRecord
     task: Task  # with the threshold fitted on this trial's validation scores
     scores: np.ndarray  # validation scores
@@ -110,13 +113,14 @@ def _arrays(data: str | tuple) -> tuple[np.ndarray, ...]:
 
 
 def _run_trial(trial: Trial, encoder: FeatureEncoder, data: str | tuple, task: Task,
-               workdir: str) -> _Finished:
+               workdir: str, deadline: float | None) -> _Finished:
     """Fit and score one trial (in a worker): everything but the MLflow calls."""
     X_train, y_train, X_val, y_val = _arrays(data)
     with threadpool_limits(1):
         start = time.perf_counter()
         fitted = fit_estimator(trial, task.kind, X_train, y_train,
-                               encoder.categorical_indices, validation=(X_val, y_val))
+                               encoder.categorical_indices, validation=(X_val, y_val),
+                               deadline=deadline)
         fit_seconds = time.perf_counter() - start
     estimator = native_model(fitted, trial.family)
     model = TabularModel(encoder, estimator, trial.family, task)
@@ -133,7 +137,23 @@ def _run_trial(trial: Trial, encoder: FeatureEncoder, data: str | tuple, task: T
     record = tracking.TrialRecord(trial.name, trial.family, params, metrics,
                                   folder / tracking.MODEL_DATA_DIR)
     importance = feature_importance(estimator, trial.family, encoder.n_features)
-    return _Finished(record, model.task, scores, importance)
+    return _Finished(trial, record, model.task, scores, importance)
+
+
+def _refit(trial: Trial, encoder: FeatureEncoder, data: str, task: Task,
+           model_dir: str) -> str:
+    """Fit a chosen trial again on the training and validation rows together (its rounds as
+    early stopping chose them, its threshold as fitted on validation) and save it in place
+    of the model fitted on the training rows alone: the logged model learns from every row
+    the gate does not hold out."""
+    X_train, y_train, X_val, y_val = _arrays(data)
+    X, y = np.concatenate([X_train, X_val]), np.concatenate([y_train, y_val])
+    with threadpool_limits(1):
+        fitted = fit_estimator(trial, task.kind, X, y, encoder.categorical_indices)
+    model = TabularModel(encoder, native_model(fitted, trial.family), trial.family, task)
+    shutil.rmtree(model_dir)
+    model.save(Path(model_dir))
+    return model_dir
 
 
 def _render_plots(task: Task, folder: str, y_val: np.ndarray, scores: np.ndarray,
@@ -220,7 +240,7 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
         logging_started = time.perf_counter()
         result.trials[:training.logged_models] = _log_models(
             run, result.trials[:training.logged_models], finished, pool, encoder, task,
-            arrays[3], example, training.plots, workdir)
+            arrays[3], example, training.plots, workdir, rows["train"] + rows["validation"])
         result.phases["log_best_models"] = round(time.perf_counter() - logging_started, 2)
         run.mark_best(result.best.run_id, metric, result.best.metrics[metric])
         run.log_search(result.stopped_by, len(result.trials), result.search_seconds)
@@ -234,6 +254,7 @@ def _run_search(search: Search, pool: _Pool, metric: str, budget: float | None,
     out (`result.stopped_by` says which); yield trials as they finish. Trials already
     running when the budget runs out are finished, not thrown away."""
     started = time.perf_counter()
+    deadline = time.time() + budget if budget is not None else None
     running: dict[Future, Trial] = {}
     stopping = False
 
@@ -246,7 +267,7 @@ def _run_search(search: Search, pool: _Pool, metric: str, budget: float | None,
                 stopping, result.stopped_by = True, STOPPED_BY_TIME
             elif search.can_ask():
                 trial = search.ask()
-                running[pool.submit_trial(trial)] = trial
+                running[pool.submit_trial(trial, deadline)] = trial
             else:
                 return  # the next trial depends on one still running
 
@@ -265,9 +286,15 @@ def _run_search(search: Search, pool: _Pool, metric: str, budget: float | None,
 def _log_models(run: tracking.TrainingRun, best: list[TrialResult],
                 finished: dict[str, _Finished], pool: _Pool, encoder: FeatureEncoder,
                 task: Task, y_val: np.ndarray, example: Any, plots: bool,
-                workdir: str) -> list[TrialResult]:
-    """Plots (rendered in the workers, side by side) and the pyfunc model for the best
-    trials, in rank order."""
+                workdir: str, fitted_rows: int) -> list[TrialResult]:
+    """The best trials refitted on training + validation rows, their plots (of the
+    validation scores; rendered in the workers, side by side), and their pyfunc models."""
+    refits = {}
+    for trial in best:
+        outcome = finished[trial.name]
+        chosen = refit_trial(outcome.trial, outcome.record.params.get("n_rounds"))
+        refits[trial.name] = pool.submit_local(_refit, chosen, encoder, pool.local_data,
+                                               outcome.task, str(outcome.record.model_dir))
     rendering = {}
     if plots:
         names = list(encoder.feature_names)
@@ -279,9 +306,10 @@ def _log_models(run: tracking.TrainingRun, best: list[TrialResult],
                 outcome.importance)
     logged = []
     for trial in best:
+        refits[trial.name].result()
         plot_dir = Path(rendering[trial.name].result()) if trial.name in rendering else None
         uri = run.log_trial_model(trial.run_id, finished[trial.name].record, plot_dir, encoder,
-                                  task, example)
+                                  task, example, fitted_rows)
         logged.append(dataclasses.replace(trial, model_uri=uri))
     return logged
 
@@ -340,12 +368,12 @@ class _Pool:
         self._encoder, self._data, self._workdir = encoder, data, workdir
         self._shipped, self._task, self._local = shipped, task, local
 
-    def submit_trial(self, trial: Trial) -> Future:
+    def submit_trial(self, trial: Trial, deadline: float | None) -> Future:
         if not self._shipped:
             return self._executor.submit(_run_trial, trial, self._encoder, self._data,
-                                         self._task, self._workdir)
+                                         self._task, self._workdir, deadline)
         future = self._executor.submit(_run_trial_shipped, trial, self._encoder, self._data,
-                                       self._task)
+                                       self._task, deadline)
         unpacked: Future = Future()
 
         def unpack(done: Future) -> None:
@@ -358,7 +386,12 @@ class _Pool:
         return unpacked
 
     def submit_local(self, fn: Callable, *args: Any) -> Future:
+        """Work on this machine's processes, with the encoded splits in the work folder."""
         return self._local.submit(fn, *args)
+
+    @property
+    def local_data(self) -> str:
+        return self._workdir
 
 
 @contextlib.contextmanager
@@ -372,9 +405,9 @@ def _worker_pool(cfg: Config, encoder: FeatureEncoder, arrays: tuple, workdir: s
     instead of being pickled into each trial.
     """
     local = _local_executor(cfg)
+    for name, array in zip(_ARRAY_NAMES, arrays, strict=True):  # also for the refits
+        np.save(Path(workdir) / f"{name}.npy", np.ascontiguousarray(array))
     if cfg.compute.backend == "local":
-        for name, array in zip(_ARRAY_NAMES, arrays, strict=True):
-            np.save(Path(workdir) / f"{name}.npy", np.ascontiguousarray(array))
         yield _Pool(local, _n_jobs(cfg), encoder, workdir, workdir, False, task, local)
         return
     from distributed import Client
@@ -397,12 +430,12 @@ def _worker_pool(cfg: Config, encoder: FeatureEncoder, arrays: tuple, workdir: s
                     shared_arrays, workdir, True, task, local)
 
 
-def _run_trial_shipped(trial: Trial, encoder: FeatureEncoder, data: tuple,
-                       task: Task) -> tuple[_Finished, bytes]:
+def _run_trial_shipped(trial: Trial, encoder: FeatureEncoder, data: tuple, task: Task,
+                       deadline: float | None) -> tuple[_Finished, bytes]:
     """A trial on a Dask worker: its model files come back as a tar, since the worker need
     not share a file system with the process that logs to MLflow."""
     with tempfile.TemporaryDirectory(prefix="ctloop-trial-") as tmp:
-        outcome = _run_trial(trial, encoder, data, task, tmp)
+        outcome = _run_trial(trial, encoder, data, task, tmp, deadline)
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
             tar.add(Path(tmp) / trial.name, arcname=trial.name)

@@ -70,3 +70,20 @@ def test_every_family_fits_every_task_and_reports_importance(family, kind):
     assert importance.shape == (5,)
     if family != "hist_gradient_boosting":  # scikit-learn's HGB exposes no importances
         assert importance[0] > 0
+
+
+@pytest.mark.parametrize("family", ["xgboost", "lightgbm"])
+def test_a_boosting_trial_stops_adding_rounds_at_the_search_deadline(family):
+    """A slow-learning trial that would run to the round cap stops once the budget is over."""
+    import time
+
+    X, y = _table(20000, signal=1.0)
+    X_val, y_val = _table(4000, signal=1.0, seed=1)
+    fitted = fit_estimator(Trial(0, family, {"learning_rate": 0.002}, 1), "binary", X, y, [4],
+                           validation=(X_val, y_val), deadline=time.time() + 0.5)
+    rounds = fitted_rounds(fitted, family)
+    assert 1 <= rounds < MAX_ROUNDS
+    booster = native_model(fitted, family)
+    served = (booster.num_boosted_rounds() if family == "xgboost"
+              else booster.current_iteration())
+    assert served <= rounds + 1

@@ -139,12 +139,14 @@ class TrainingRun:
         return child.info.run_id
 
     def log_trial_model(self, trial_run_id: str, record: TrialRecord, plot_dir: Path | None,
-                        encoder: FeatureEncoder, task: Task,
-                        input_example: pd.DataFrame) -> str:
-        """Plots and the pyfunc model on a trial's child run; returns the model URI."""
+                        encoder: FeatureEncoder, task: Task, input_example: pd.DataFrame,
+                        fitted_rows: int) -> str:
+        """Plots and the pyfunc model on a trial's child run (with how many rows the model
+        was refitted on: training + validation); returns the model URI."""
         import mlflow
 
         with mlflow.start_run(run_id=trial_run_id, nested=True):
+            mlflow.log_param("model_fitted_rows", fitted_rows)
             if plot_dir is not None:
                 mlflow.log_artifacts(str(plot_dir), artifact_path="plots")
             info = mlflow.pyfunc.log_model(
