@@ -24,8 +24,10 @@ lint: install
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/lint-imports
 
+# Two workers: much of the suite waits on subprocesses and servers; tests that share an
+# expensive session fixture stay on one worker (tests/conftest.py), so it is built once.
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 # The benchmarks also need the bench group (FLAML, LightGBM, statsmodels); `make test` does not.
 $(VENV)/.installed-bench: $(VENV)/.installed

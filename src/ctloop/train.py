@@ -240,7 +240,8 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
         logging_started = time.perf_counter()
         result.trials[:training.logged_models] = _log_models(
             run, result.trials[:training.logged_models], finished, pool, encoder, task,
-            arrays[3], example, training.plots, workdir, rows["train"] + rows["validation"])
+            arrays[3], example, training.plots, workdir, rows["train"] + rows["validation"],
+            rows["train"])
         result.phases["log_best_models"] = round(time.perf_counter() - logging_started, 2)
         run.mark_best(result.best.run_id, metric, result.best.metrics[metric])
         run.log_search(result.stopped_by, len(result.trials), result.search_seconds)
@@ -286,15 +287,15 @@ def _run_search(search: Search, pool: _Pool, metric: str, budget: float | None,
 def _log_models(run: tracking.TrainingRun, best: list[TrialResult],
                 finished: dict[str, _Finished], pool: _Pool, encoder: FeatureEncoder,
                 task: Task, y_val: np.ndarray, example: Any, plots: bool,
-                workdir: str, fitted_rows: int) -> list[TrialResult]:
-    """The best trials refitted on training + validation rows, their plots (of the
-    validation scores; rendered in the workers, side by side), and their pyfunc models."""
-    refits = {}
-    for trial in best:
-        outcome = finished[trial.name]
-        chosen = refit_trial(outcome.trial, outcome.record.params.get("n_rounds"))
-        refits[trial.name] = pool.submit_local(_refit, chosen, encoder, pool.local_data,
-                                               outcome.task, str(outcome.record.model_dir))
+                workdir: str, fitted_rows: int, train_rows: int) -> list[TrialResult]:
+    """Plots (of the validation scores; rendered in the workers, side by side) and the
+    pyfunc models of the best trials, the very best refitted on training + validation rows
+    first: it is the one `ctloop select` gates. Refitting the others too would cost a fit
+    each for models that are only kept for comparison."""
+    first = finished[best[0].name]
+    chosen = refit_trial(first.trial, first.record.params.get("n_rounds"))
+    refit = pool.submit_local(_refit, chosen, encoder, pool.local_data, first.task,
+                              str(first.record.model_dir))
     rendering = {}
     if plots:
         names = list(encoder.feature_names)
@@ -304,14 +305,15 @@ def _log_models(run: tracking.TrainingRun, best: list[TrialResult],
             rendering[trial.name] = pool.submit_local(
                 _render_plots, outcome.task, folder, y_val, outcome.scores, names,
                 outcome.importance)
-    logged = []
-    for trial in best:
-        refits[trial.name].result()
+    uris = {}
+    for trial in [*best[1:], best[0]]:  # the others are logged while the best is refitted
+        if trial is best[0]:
+            refit.result()
         plot_dir = Path(rendering[trial.name].result()) if trial.name in rendering else None
-        uri = run.log_trial_model(trial.run_id, finished[trial.name].record, plot_dir, encoder,
-                                  task, example, fitted_rows)
-        logged.append(dataclasses.replace(trial, model_uri=uri))
-    return logged
+        uris[trial.name] = run.log_trial_model(
+            trial.run_id, finished[trial.name].record, plot_dir, encoder, task, example,
+            fitted_rows if trial is best[0] else train_rows)
+    return [dataclasses.replace(trial, model_uri=uris[trial.name]) for trial in best]
 
 
 def column_tags(dataset: Dataset) -> dict[str, str]:
