@@ -33,6 +33,7 @@ HGB_MAX_CATEGORIES = 254  # HistGradientBoosting bins categories into at most 25
 MAX_ROUNDS = 1000  # a boosting trial's cap when the space does not set one; early stopping
 STOPPING_ROUNDS = 50  # rounds without a better validation loss before a booster stops
 HGB_STOPPING_ROUNDS = 20  # HistGradientBoosting's own n_iter_no_change, counted per iteration
+HGB_CHUNK = 50  # iterations between deadline checks (HistGradientBoosting has no callbacks)
 
 # Each family's library defaults: the first trial of a family uses these where they lie in
 # its search space, so the search starts from the point the libraries' authors tuned for.
@@ -125,9 +126,10 @@ def fit_estimator(trial: Trial, kind: str, X: np.ndarray, y: np.ndarray,
                   deadline: float | None = None):
     """Fit one trial; with `validation`, boosting families stop when its loss stops falling.
 
-    `deadline` (a `time.time()` value, the end of the search's time budget): XGBoost and
-    LightGBM stop adding rounds then, so a trial running when the budget ends finishes soon
-    after it (XGBoost keeps its best round so far, LightGBM the rounds it has). Categorical
+    `deadline` (a `time.time()` value, the end of the search's time budget): the boosting
+    families stop adding rounds then, so a trial running when the budget ends finishes soon
+    after it (XGBoost keeps its best round so far, LightGBM and HistGradientBoosting the
+    rounds they have). Categorical
     codes past HGB's bin limit are treated as numeric there.
     """
     if trial.family == "hist_gradient_boosting":
@@ -152,9 +154,27 @@ def fit_estimator(trial: Trial, kind: str, X: np.ndarray, y: np.ndarray,
             callbacks.append(_lightgbm_deadline(deadline))
         estimator.fit(X, y, eval_X=X_val, eval_y=y_val, categorical_feature=categorical_indices,
                       callbacks=callbacks)
-    else:
+    elif deadline is None:
         estimator.fit(X, y, X_val=X_val, y_val=y_val)
+    else:
+        _fit_hgb_until(estimator, X, y, X_val, y_val, deadline)
     return estimator
+
+
+def _fit_hgb_until(estimator: Any, X: np.ndarray, y: np.ndarray, X_val: np.ndarray,
+                   y_val: np.ndarray, deadline: float) -> None:
+    """HistGradientBoosting has no callbacks: grow it `HGB_CHUNK` iterations at a time
+    (warm start keeps the trees and the early-stopping history) until it stops early,
+    reaches its cap, or the deadline passes."""
+    cap = estimator.max_iter
+    estimator.set_params(warm_start=True, max_iter=min(cap, HGB_CHUNK))
+    while True:
+        estimator.fit(X, y, X_val=X_val, y_val=y_val)
+        stopped_early = estimator.n_iter_ < estimator.max_iter
+        if stopped_early or estimator.max_iter >= cap or time.time() >= deadline:
+            break
+        estimator.set_params(max_iter=min(cap, estimator.max_iter + HGB_CHUNK))
+    estimator.set_params(warm_start=False)
 
 
 def _xgboost_deadline(deadline: float) -> Any:
