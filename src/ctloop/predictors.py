@@ -169,7 +169,7 @@ class _Linear(Predictor):
                  sizes: np.ndarray, offsets: np.ndarray, table: np.ndarray,
                  num_cols: np.ndarray, imputation: _Imputation | None,
                  mean: np.ndarray | None, scale: np.ndarray | None,
-                 num_coef: np.ndarray) -> None:  # fmt: skip
+                 num_coef: np.ndarray, model_dtype: np.dtype) -> None:  # fmt: skip
         self.task, self.link, self.intercept = task, link, intercept
         self.cat_cols, self.sizes, self.offsets, self.table = cat_cols, sizes, offsets, table
         self.num_cols, self.imputation, self.num_coef = num_cols, imputation, num_coef
@@ -178,6 +178,12 @@ class _Linear(Predictor):
                                                for t in (np.float32, np.float64)}
         self.scale = None if scale is None else {np.dtype(t): scale.astype(t)
                                                  for t in (np.float32, np.float64)}
+        # Without a one-hot block the pipeline hands the model a dense float32 matrix, and a
+        # model fitted on one keeps float32 weights: scikit-learn's decision is then float32
+        # arithmetic, which the fast path must repeat to give the same scores.
+        self.float32_model = not cat_cols.size and model_dtype == np.float32
+        self.num_coef32 = num_coef.astype(np.float32)
+        self.intercept32 = intercept.astype(np.float32)
 
     @classmethod
     def of(cls, pre: Any, model: Any, task: Task) -> _Linear | None:
@@ -251,7 +257,7 @@ class _Linear(Predictor):
         table = np.concatenate(tables) if tables else np.zeros((0, coef.shape[0]))
         return cls(task, link, intercept, np.asarray(cat_cols, dtype=np.intp), sizes_arr,
                    offsets, table, num_cols, imputation, mean, scale,
-                   np.ascontiguousarray(num_coef.T))  # fmt: skip
+                   np.ascontiguousarray(num_coef.T), np.asarray(model.coef_).dtype)  # fmt: skip
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X)
@@ -270,17 +276,24 @@ class _Linear(Predictor):
                 Xn -= self.mean[Xn.dtype]
             if self.scale is not None:
                 Xn /= self.scale[Xn.dtype]
+            if self.float32_model and Xn.dtype == np.float32:
+                return self._link((Xn @ self.num_coef32 + self.intercept32).astype(np.float64)
+                                  if self.link == "identity" else
+                                  Xn @ self.num_coef32 + self.intercept32)
             decision += Xn.astype(np.float64) @ self.num_coef
         decision += self.intercept
+        return self._link(decision)
+
+    def _link(self, decision: np.ndarray) -> np.ndarray:
         if self.link == "expit":
             from scipy.special import expit
 
-            return expit(decision[:, 0])
+            return expit(decision[:, 0]).astype(np.float64)
         if self.link == "softmax":
             from sklearn.utils.extmath import softmax
 
-            return softmax(decision, copy=False)
-        return decision[:, 0]
+            return softmax(decision, copy=False).astype(np.float64)
+        return decision[:, 0].astype(np.float64)
 
 
 def _code_index(codes: np.ndarray, sizes: np.ndarray, unknown: np.ndarray) -> np.ndarray:

@@ -203,10 +203,7 @@ def test_a_disagreeing_predictor_is_not_used(fitted, monkeypatch, caplog):
 
 
 ONE_KIND = [
-    pytest.param(family, columns, id=f"{family}-{name}", marks=[pytest.mark.xfail(
-        strict=True, reason="known gap: without a one-hot block the pipeline scores in float32 "
-        "and the float64 fast path differs by ~1e-7, so the load-time check falls back")]
-        if (family, name) == ("linear", "only-numeric") else [])
+    pytest.param(family, columns, id=f"{family}-{name}")
     for family in SKLEARN_FAMILIES
     for name, columns in (("only-numeric", ["x1", "x2", "x3"]),
                           ("only-categorical", ["city", "plan"]))
