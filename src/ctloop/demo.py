@@ -76,7 +76,11 @@ def _get(url: str) -> dict[str, Any]:
 
 def replay(url: str, frame: pd.DataFrame, columns: list[str]) -> dict[str, int]:
     """POST the rows as live traffic in `dataframe_split` batches from a few clients."""
-    values = frame[columns].astype(object).where(frame[columns].notna(), None)
+    frame = frame[columns].copy()
+    for column in frame.columns:  # times as ISO text, as a client sends them
+        if pd.api.types.is_datetime64_any_dtype(frame[column]):
+            frame[column] = frame[column].dt.strftime("%Y-%m-%dT%H:%M:%S")
+    values = frame.astype(object).where(frame.notna(), None)
     rows = values.to_numpy().tolist()
     batches = [rows[i:i + BATCH_ROWS] for i in range(0, len(rows), BATCH_ROWS)]
 

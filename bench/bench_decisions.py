@@ -1,0 +1,239 @@
+"""Does `ctloop monitor` retrain when, and only when, the champion is doing worse?
+
+Setup: a random 30,000-row sample of the built-in flights table (all of 2013, the demo's
+features, label = arrived > 15 min late) written as a user's CSV without a time column. The
+champion is trained with ctloop on 60% of it (one fixed XGBoost trial, in a temporary MLflow
+store); the other 40% (the pool) is never seen by it. Scenarios of ~1,000 rows are made from
+the pool, each monitored as a file once with its label column and once without:
+
+  same           same-distribution samples (12 seeds each way);
+  scaled         a numeric column rescaled or moved (distance x1.5, temp +15, dep hour +4);
+  dominated      90% of a categorical column set to one value (carrier, origin, dest);
+  subpopulation  real rows of one kind only (summer, winter, evening, morning, rain, EV);
+  flipped        15% / 30% of the labels flipped (concept shift: the features do not move).
+
+Truth, from the hidden labels: the champion's roc_auc (its primary metric) on the scenario's
+rows against its roc_auc on the whole pool; harm = a drop of more than the tolerance (0.03).
+The monitor never sees the pool: it judges against the champion's own holdout.
+
+    PYTHONPATH=src .venv/bin/python -m bench.bench_decisions [--rows 30000] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from bench.common import write_result
+
+TOLERANCE = 0.03
+SAMPLE = 1000
+SAME_SEEDS = 12
+TARGET = "arr_delayed"
+
+
+def _table(rows: int) -> pd.DataFrame:
+    from ctloop.data import FLIGHTS_FEATURES, load_flights
+
+    frame, _ = load_flights()
+    return frame[[*FLIGHTS_FEATURES, TARGET]].sample(rows, random_state=0).reset_index(drop=True)
+
+
+def _config(folder: Path) -> Path:
+    from ctloop.data import FLIGHTS_FEATURES
+
+    body = {
+        "name": "bench-decisions",
+        "data": {"source": "table.csv", "target": TARGET,
+                 "features": {"include": list(FLIGHTS_FEATURES)}},
+        "training": {"plots": False, "n_jobs": 1, "candidates": {"xgboost": {
+            "trials": 1, "search": {"n_estimators": [200], "max_depth": [6],
+                                    "learning_rate": [0.1]}}}},
+        "gate": {"invariance": []},
+    }  # fmt: skip
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def _scenarios(pool: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
+    """name -> (kind, rows with labels)."""
+    rng = np.random.default_rng(7)
+
+    def sample(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+        return frame.sample(min(SAMPLE, len(frame)), random_state=seed).reset_index(drop=True)
+
+    def changed(seed: int, fn: Callable[[pd.DataFrame], None]) -> pd.DataFrame:
+        out = sample(pool, seed)
+        fn(out)
+        return out
+
+    def dominated(column: str, value: str) -> Callable[[pd.DataFrame], None]:
+        def apply(frame: pd.DataFrame) -> None:
+            frame[column] = np.where(rng.random(len(frame)) < 0.9, value, frame[column])
+        return apply
+
+    def flipped(share: float) -> Callable[[pd.DataFrame], None]:
+        def apply(frame: pd.DataFrame) -> None:
+            flip = rng.random(len(frame)) < share
+            frame.loc[flip, TARGET] = 1 - frame.loc[flip, TARGET]
+        return apply
+
+    out: dict[str, tuple[str, pd.DataFrame]] = {}
+    for seed in range(SAME_SEEDS):
+        out[f"same-{seed:02d}"] = ("same", sample(pool, 100 + seed))
+    out["distance x1.5"] = ("scaled", changed(1, lambda f: f.__setitem__(
+        "distance", f["distance"] * 1.5)))
+    out["temp +15"] = ("scaled", changed(2, lambda f: f.__setitem__("temp", f["temp"] + 15)))
+    out["dep hour +4"] = ("scaled", changed(3, lambda f: f.__setitem__(
+        "sched_dep_hour", (f["sched_dep_hour"] + 4).clip(upper=23))))
+    out["carrier 90% EV"] = ("dominated", changed(4, dominated("carrier", "EV")))
+    out["origin 90% LGA"] = ("dominated", changed(5, dominated("origin", "LGA")))
+    out["dest 90% ATL"] = ("dominated", changed(6, dominated("dest", "ATL")))
+    months = pool["month"].astype(int)
+    for name, rows in {"summer (Jun-Aug)": months.between(6, 8),
+                       "winter (Dec-Feb)": months.isin([12, 1, 2]),
+                       "evening (dep >= 17h)": pool["sched_dep_hour"] >= 17,
+                       "morning (dep < 9h)": pool["sched_dep_hour"] < 9,
+                       "rain (precip > 0)": pool["precip"] > 0,
+                       "carrier EV only": pool["carrier"] == "EV"}.items():  # fmt: skip
+        out[name] = ("subpopulation", sample(pool[rows.to_numpy()], 8))
+    out["labels 15% flipped"] = ("flipped", changed(9, flipped(0.15)))
+    out["labels 30% flipped"] = ("flipped", changed(10, flipped(0.30)))
+    return out
+
+
+def _truth(model, frame: pd.DataFrame, pool_auc: float) -> dict[str, float]:
+    from sklearn.metrics import roc_auc_score
+
+    auc = float(roc_auc_score(frame[TARGET], model.scores(frame)))
+    return {"realised_roc_auc": auc, "drop": pool_auc - auc,
+            "harmful": bool(pool_auc - auc > TOLERANCE)}
+
+
+def run(rows: int, folder: Path) -> dict[str, Any]:
+    from ctloop import loop, tracking
+    from ctloop.config import load_config
+    from ctloop.monitor.reference import load_champion
+
+    table = _table(rows)
+    cut = int(0.6 * len(table))
+    table.iloc[:cut].to_csv(folder / "table.csv", index=False)
+    pool = table.iloc[cut:].reset_index(drop=True)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
+    os.chdir(folder)
+    tracking.configure()
+    cfg = load_config(_config(folder))
+    started = time.perf_counter()
+    _, decision = loop.run(cfg)
+    assert decision.promoted, decision.to_markdown()
+    train_s = time.perf_counter() - started
+    model = load_champion(cfg)[1]
+    pool_auc = float(__import__("sklearn.metrics").metrics.roc_auc_score(
+        pool[TARGET], model.scores(pool)))
+    results = []
+    for name, (kind, frame) in _scenarios(pool).items():
+        truth = _truth(model, frame, pool_auc)
+        for labelled in (True, False):
+            path = folder / "current.csv"
+            (frame if labelled else frame.drop(columns=[TARGET])).to_csv(path, index=False)
+            t0 = time.perf_counter()
+            result = loop.monitor(cfg, current=str(path))
+            seconds = time.perf_counter() - t0
+            realised = {c["metric"]: c for c in result.performance.get("realised", [])}
+            estimated = {c["metric"]: c for c in result.performance.get("estimated", [])}
+            row = {"scenario": name, "kind": kind, "labels": labelled, **truth,
+                   "decision": result.decision, "rule": result.rule,
+                   "monitor_roc_auc": realised.get("roc_auc", {}).get("observed"),
+                   "estimated_roc_auc": estimated.get("roc_auc", {}).get("observed"),
+                   "expected_roc_auc": (realised or estimated).get("roc_auc", {}).get(
+                       "expected"),
+                   "prediction_effect": (result.prediction_drift or {}).get("score"),
+                   "drift_share": result.drift_share, "seconds": round(seconds, 1)}  # fmt: skip
+            results.append(row)
+            print(f"{name:22s} {'labels' if labelled else 'no labels':9s} "
+                  f"truth auc {truth['realised_roc_auc']:.3f} (drop {truth['drop']:+.3f}"
+                  f"{' HARM' if truth['harmful'] else ''}) -> {result.decision} "
+                  f"({result.rule}) est {row['estimated_roc_auc'] or float('nan'):.3f} "
+                  f"pred {row['prediction_effect'] or 0:.3f} {seconds:.1f}s", flush=True)
+    return {"rows": rows, "pool_rows": len(pool), "pool_roc_auc": pool_auc,
+            "holdout_roc_auc": decision.challenger.get("roc_auc"), "tolerance": TOLERANCE,
+            "train_seconds": round(train_s, 1), "scenarios": results,
+            "summary": summarise(results)}  # fmt: skip
+
+
+def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Confusion counts per labels / no labels, and the acceptance figures."""
+    out: dict[str, Any] = {}
+    for labelled in (True, False):
+        rows = [r for r in results if r["labels"] == labelled]
+        key = "labels" if labelled else "no_labels"
+        acted = [r["decision"] == "retrain" for r in rows]
+        out[key] = {
+            "harm_retrain": sum(r["harmful"] and a for r, a in zip(rows, acted, strict=True)),
+            "harm_no_action": sum(r["harmful"] and not a for r, a in zip(rows, acted,
+                                                                          strict=True)),
+            "calm_retrain": sum(not r["harmful"] and a for r, a in zip(rows, acted, strict=True)),
+            "calm_no_action": sum(not r["harmful"] and not a for r, a in zip(rows, acted,
+                                                                              strict=True)),
+            "same_retrains": sum(a for r, a in zip(rows, acted, strict=True)
+                                 if r["kind"] == "same"),
+            "same_samples": sum(r["kind"] == "same" for r in rows),
+        }  # fmt: skip
+    covariate = [r for r in results if not r["labels"] and r["harmful"] and r["kind"] != "flipped"]
+    out["no_labels_covariate_harm_flagged"] = (sum(r["decision"] == "retrain" for r in covariate),
+                                               len(covariate))
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = ["| labels | harmful: retrain | harmful: no action | not harmful: retrain | "
+             "not harmful: no action | same-distribution retrains |", "|---|---|---|---|---|---|"]
+    for key, title in (("labels", "with labels"), ("no_labels", "without labels")):
+        s = result["summary"][key]
+        lines.append(f"| {title} | {s['harm_retrain']} | {s['harm_no_action']} | "
+                     f"{s['calm_retrain']} | {s['calm_no_action']} | "
+                     f"{s['same_retrains']}/{s['same_samples']} |")
+    flagged, total = result["summary"]["no_labels_covariate_harm_flagged"]
+    lines.append(f"\nHarmful covariate-shift scenarios flagged without labels: {flagged}/{total}")
+    lines += ["", "| scenario | labels | realised roc_auc (drop) | decision (rule) |",
+              "|---|---|---|---|"]
+    for r in result["scenarios"]:
+        if r["kind"] == "same":
+            continue
+        lines.append(f"| {r['scenario']} | {'yes' if r['labels'] else 'no'} | "
+                     f"{r['realised_roc_auc']:.3f} ({r['drop']:+.3f}"
+                     f"{', harm' if r['harmful'] else ''}) | {r['decision']} ({r['rule']}) |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=30_000)
+    parser.add_argument("--keep", type=Path, default=None, help="work folder to keep")
+    args = parser.parse_args()
+    folder = Path(args.keep or tempfile.mkdtemp(prefix="ctloop-bench-decisions-")).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    cwd = Path.cwd()
+    try:
+        result = run(args.rows, folder)
+    finally:
+        os.chdir(cwd)
+        if args.keep is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    write_result("bench_decisions", result)
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
