@@ -108,7 +108,7 @@ def test_a_better_challenger_is_promoted_and_rollback_and_manual_promotion_are_r
 
 def test_the_gate_says_whether_its_rows_lie_outside_the_champions_training_data(
         tmp_path, mlflow_store):
-    _, weak = loop.run(load_config(config(tmp_path, WEAK)))
+    loop.run(load_config(config(tmp_path, WEAK)))
     _, same_split = loop.run(load_config(config(tmp_path, STRONG)))
     unseen = next(g for g in same_split.gates if g.name == "unseen_rows")
     assert unseen.evidence["inside"] == 0 and unseen.detail.startswith("all 300 holdout rows")
