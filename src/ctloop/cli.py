@@ -403,8 +403,9 @@ def demo(config: ConfigOption = DEFAULT_CONFIG_PATH,
 def _monitor_line(m: dict) -> str:
     """A monitor result (as a dict): the champion's realised metrics, the action, the drift."""
     checks = m.get("performance", {}).get("realised", [])
-    figures = ", ".join(f"{c['metric']} {c['observed']:.3f} (holdout {c['expected']:.3f})"
-                        for c in checks) or "no labelled metrics"  # fmt: skip
+    figures = ", ".join(f"{c['metric']} {c['observed']:.3f} (holdout {c['expected']:.3f}, "
+                        f"lower bound of the drop {c['lower']:+.3f} vs tolerance "
+                        f"{c['tolerance']:g})" for c in checks) or "no labelled metrics"
     action = (f"retrain ({m['rule']})" if m["decision"] == "retrain"
               else m["decision"].replace("_", " "))  # fmt: skip
     return (f"v{m['model_version']}: {figures} -> {action}; {m['drift_share']:.0%} of features "

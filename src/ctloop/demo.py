@@ -121,6 +121,13 @@ def verdict_text(result, months: str) -> str:
     if result.decision == "retrain":
         return (f"{who} on {months}: {figures}; {', '.join(harmed) or result.rule} dropped "
                 f"beyond the tolerance: retrain warranted")  # fmt: skip
+    slipping = [c for c in checks if c["drop"] > c["tolerance"]]
+    if slipping:
+        confidence = result.performance.get("confidence", 0.9)
+        which = ", ".join(f"{c['metric']} drop {c['drop']:+.3f} (lower bound {c['lower']:+.3f})"
+                          for c in slipping)  # fmt: skip
+        return (f"{who} on {months}: {figures}; {which} beyond the tolerance but not with "
+                f"{confidence:.0%} confidence: no action yet, {who} is slipping")  # fmt: skip
     return f"{who} on {months}: {figures}; within tolerance, {who} holds up: no action"
 
 
