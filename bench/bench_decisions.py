@@ -7,9 +7,12 @@ store); the other 40% (the pool) is never seen by it. Scenarios of ~1,000 rows a
 the pool, each monitored as a file once with its label column and once without:
 
   same           same-distribution samples (12 seeds each way);
-  scaled         a numeric column rescaled or moved (distance x1.5, temp +15, dep hour +4);
-  dominated      90% of a categorical column set to one value (carrier, origin, dest);
-  subpopulation  real rows of one kind only (summer, winter, evening, morning, rain, EV);
+  scaled         a numeric column rescaled or moved (distance x1.5, temp +15, dep hour +4 / +8,
+                 wind speed x3);
+  dominated      90% of a categorical column set to one value (carrier, origin, dest), or its
+                 values shuffled between rows (carrier);
+  subpopulation  real rows of one kind only (summer, winter, evening, morning, late, short
+                 flights, rain, carrier EV);
   flipped        15% / 30% of the labels flipped (concept shift: the features do not move).
 
 Truth, from the hidden labels: the champion's roc_auc (its primary metric) on the scenario's
@@ -97,7 +100,13 @@ def _scenarios(pool: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
     out["temp +15"] = ("scaled", changed(2, lambda f: f.__setitem__("temp", f["temp"] + 15)))
     out["dep hour +4"] = ("scaled", changed(3, lambda f: f.__setitem__(
         "sched_dep_hour", (f["sched_dep_hour"] + 4).clip(upper=23))))
+    out["dep hour +8"] = ("scaled", changed(11, lambda f: f.__setitem__(
+        "sched_dep_hour", (f["sched_dep_hour"] + 8).clip(upper=23))))
+    out["wind speed x3"] = ("scaled", changed(12, lambda f: f.__setitem__(
+        "wind_speed", f["wind_speed"] * 3)))
     out["carrier 90% EV"] = ("dominated", changed(4, dominated("carrier", "EV")))
+    out["carrier shuffled"] = ("dominated", changed(13, lambda f: f.__setitem__(
+        "carrier", rng.permutation(f["carrier"].to_numpy()))))
     out["origin 90% LGA"] = ("dominated", changed(5, dominated("origin", "LGA")))
     out["dest 90% ATL"] = ("dominated", changed(6, dominated("dest", "ATL")))
     months = pool["month"].astype(int)
@@ -106,7 +115,9 @@ def _scenarios(pool: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
                        "evening (dep >= 17h)": pool["sched_dep_hour"] >= 17,
                        "morning (dep < 9h)": pool["sched_dep_hour"] < 9,
                        "rain (precip > 0)": pool["precip"] > 0,
-                       "carrier EV only": pool["carrier"] == "EV"}.items():  # fmt: skip
+                       "carrier EV only": pool["carrier"] == "EV",
+                       "late (dep >= 20h)": pool["sched_dep_hour"] >= 20,
+                       "short (< 300 miles)": pool["distance"] < 300}.items():  # fmt: skip
         out[name] = ("subpopulation", sample(pool[rows.to_numpy()], 8))
     out["labels 15% flipped"] = ("flipped", changed(9, flipped(0.15)))
     out["labels 30% flipped"] = ("flipped", changed(10, flipped(0.30)))
