@@ -68,7 +68,7 @@ def _champion_model(cfg: Config):
 def test_calm_window_takes_no_action_and_logs_report(store: dict, tmp_path: Path) -> None:
     result = loop.monitor(store["cfg"], current=_csv(tmp_path, "same.csv", make_churn(600, 11)))
     assert result.decision == "no_action" and result.rule == "none", result.summary()
-    assert result.summary().startswith("NO ACTION | champion v1 | rows 600")
+    assert result.summary().startswith("NO_ACTION | champion v1 | rows 600")
     assert set(result.feature_scores) == set(FEATURES)
     assert result.prediction_drift is not None and not result.prediction_drift["drifted"]
     assert result.prediction_drift["method"] == "wasserstein_normed"
@@ -272,7 +272,7 @@ def test_cli_exit_codes_and_summary_line(store: dict, tmp_path: Path) -> None:
     calm = subprocess.run([*ctloop, "--current", _csv(tmp_path, "k.csv", make_churn(600, 11))],
                           env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert calm.returncode == 0, calm.stdout  # no action
-    assert calm.stdout.startswith("NO ACTION | champion v1")
+    assert calm.stdout.startswith("NO_ACTION | champion v1")
     bad = subprocess.run([*ctloop, "--current", _csv(tmp_path, "b.csv", shifted.drop(
         columns=["tenure"]))], env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1

@@ -51,7 +51,7 @@ class MonitorResult:
     def summary(self) -> str:
         """One line: decision and the rule that made it, rows, drift, retrain outcome, run
         id, then the reasons (the figures the rule rests on first)."""
-        head = self.decision.upper().replace("_", " ")
+        head = self.decision.upper()  # NO_ACTION, RETRAIN, ALERT, NO_DATA: one token to grep
         parts = [f"{head} ({self.rule})" if self.decision == dec.RETRAIN else head]
         if self.model_version is not None:
             parts.append(f"champion v{self.model_version}")
