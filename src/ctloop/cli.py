@@ -27,10 +27,11 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_GATE_REJECTED = 3
-# `ctloop monitor`: 0 = no drift, 4 = drift detected (retrained or not), 5 = alert: the data
+# `ctloop monitor`: 0 = no action (drift may still be reported), 4 = retrain warranted (the
+# champion is, or very probably is, doing worse; launched with --retrain), 5 = alert: the data
 # looks broken (too few rows, features missing/empty) so retraining is vetoed, 6 = no data in
 # the window. With --every the code is that of the last job.
-EXIT_DRIFT = 4
+EXIT_RETRAIN = 4  # monitor: retrain warranted (launched with --retrain)
 EXIT_ALERT = 5
 EXIT_NO_DATA = 6
 
@@ -285,7 +286,7 @@ def deploy(config: ConfigOption = DEFAULT_CONFIG_PATH,
               f"{result.capture_uri}")  # fmt: skip
 
 
-_MONITOR_EXIT = {"no_drift": EXIT_OK, "drift": EXIT_DRIFT, "alert": EXIT_ALERT,
+_MONITOR_EXIT = {"no_action": EXIT_OK, "retrain": EXIT_RETRAIN, "alert": EXIT_ALERT,
                  "no_data": EXIT_NO_DATA}  # fmt: skip
 
 
@@ -312,7 +313,7 @@ def monitor(
         help="Window start, ISO time (UTC); default: when the champion was registered.")] = None,
     until: Annotated[str | None, typer.Option(help="Window end, exclusive.")] = None,
     retrain: Annotated[bool, typer.Option(
-        "--retrain", help="On drift, rerun the MLflow project to retrain.")] = False,
+        "--retrain", help="When a retrain is warranted, rerun the MLflow project.")] = False,
     ground_truth: Annotated[str | None, typer.Option(
         help="Ground-truth folder/prefix (Model Monitor format).")] = None,
     every: Annotated[str | None, typer.Option(
@@ -320,7 +321,8 @@ def monitor(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")]
     = False,
 ) -> None:  # fmt: skip
-    """Drift and quality report on live traffic. Exit 0 no drift, 4 drift, 5 alert, 6 no data."""
+    """Is the champion doing worse? Realised or estimated metrics vs its holdout, drift as the
+    explanation. Exit 0 no action, 4 retrain warranted, 5 alert, 6 no data."""
     cfg = _load(config)
 
     def show(result) -> None:
@@ -375,22 +377,29 @@ def demo(config: ConfigOption = DEFAULT_CONFIG_PATH,
     table.add_column("value", overflow="fold")
     m1, m2 = facts["monitor_1"], facts["monitor_2"]
     name = report.model_name
-    v1, v2 = facts["v1"], facts["v2"]
-    auc = v2["holdout"].get("roc_auc", float("nan"))
-    old_auc = v2["champion_holdout"].get("roc_auc", float("nan"))
+    v1, v2 = facts["v1"], facts.get("v2")
     rows = [
         ("first champion", f"v{v1['version']} ({v1['trial']}), trained on Jan-Mar, holdout roc_auc "
                            f"{v1['holdout'].get('roc_auc', float('nan')):.3f} (late March)"),
-        ("drift on Jul-Aug traffic", f"{m1['drift_share']:.0%} of features: "
-                                     f"{', '.join(m1['drifted_columns'])}"),
-        ("retrain window", " .. ".join(m1["retrain_window"] or ("", ""))),
-        ("new champion", f"v{v2['version']}: roc_auc {auc:.3f} vs v{v1['version']} "
-                         f"{old_auc:.3f} on the same recent holdout (improvement 95% CI "
-                         f"{v2['interval'].get('lower', 0):+.3f} .. "
-                         f"{v2['interval'].get('upper', 0):+.3f})"),
-        ("drift decision -> new champion serving", f"{facts['drift_to_serving_s']} s"),
-        ("drift on the same traffic, new champion", f"{m2['drift_share']:.0%} of features"),
-        ("replayed", f"{facts['replay_1']['rows']:,} rows twice, failed requests: "
+        ("Jul-Aug traffic", _monitor_line(m1)),
+    ]
+    if m1["decision"] == "retrain":
+        rows.append(("retrain window", " .. ".join(m1["retrain_window"] or ("", ""))))
+    if v2 is not None:
+        auc = v2["holdout"].get("roc_auc", float("nan"))
+        old_auc = v2["champion_holdout"].get("roc_auc", float("nan"))
+        verdict = "promoted" if v2["promoted"] else f"rejected ({v2['failed_gates']})"
+        rows.append(("retrained", f"v{v2['version']} {verdict}: roc_auc {auc:.3f} vs "
+                     f"v{v1['version']} {old_auc:.3f} on the same recent holdout (improvement "
+                     f"95% CI {v2['interval'].get('lower', 0):+.3f} .. "
+                     f"{v2['interval'].get('upper', 0):+.3f})"))
+    if "drift_to_serving_s" in facts:
+        rows.append(("retrain decision -> new champion serving",
+                     f"{facts['drift_to_serving_s']} s"))
+    rows += [
+        ("Sep-Oct traffic (after the retrain window)", _monitor_line(m2)),
+        ("replayed", f"{facts['replay_1']['rows']:,} + {facts['replay_2']['rows']:,} rows, "
+                     f"failed requests: "
                      f"{facts['replay_1']['failed'] + facts['replay_2']['failed']}"),
         ("step times (s)", ", ".join(f"{k} {v}" for k, v in report.steps.items())),
         ("server", facts["serving"]),
@@ -400,6 +409,18 @@ def demo(config: ConfigOption = DEFAULT_CONFIG_PATH,
     for what, value in rows:
         table.add_row(what, value)
     out.print(table)
+
+
+def _monitor_line(m: dict) -> str:
+    """A monitor result (as a dict): the champion's realised metrics, the action, the drift."""
+    checks = m.get("performance", {}).get("realised", [])
+    figures = ", ".join(f"{c['metric']} {c['observed']:.3f} (holdout {c['expected']:.3f}, "
+                        f"lower bound of the drop {c['lower']:+.3f} vs tolerance "
+                        f"{c['tolerance']:g})" for c in checks) or "no labelled metrics"
+    action = (f"retrain ({m['rule']})" if m["decision"] == "retrain"
+              else m["decision"].replace("_", " "))  # fmt: skip
+    return (f"v{m['model_version']}: {figures} -> {action}; {m['drift_share']:.0%} of features "
+            f"drifted{': ' + ', '.join(m['drifted_columns']) if m['drifted_columns'] else ''}")
 
 
 def main() -> None:

@@ -210,9 +210,37 @@ class ServeConfig(_Section):
 
 
 class MonitorThresholds(_Section):
+    """When the monitor says "retrain" (see `ctloop.monitor.decide`): harm decides, drift explains.
+
+    `tolerance`: metric -> the largest drop from the champion's expected level (its holdout
+    metric) that is not harm; absolute for bounded metrics (roc_auc 0.03 = three points of
+    AUC), relative for error metrics (rmse, mae, mape, log_loss: 0.1 = 10% worse). None = the
+    champion's primary metric and the task's guards at their default tolerances
+    (`ctloop.monitor.performance.DEFAULT_TOLERANCES`). With labels a drop counts when it
+    exceeds the tolerance at one-sided `confidence` (bootstrap of window and holdout).
+    """
+
     drift_share: float = Field(default=0.3, gt=0, le=1)
+    # Opt-in policy: also retrain when the share of drifted features reaches drift_share.
+    retrain_on_feature_drift: bool = False
+    # Without labels, retrain when the prediction distribution moves by more than
+    # `prediction_effect` (Wasserstein distance / reference std for scores; Jensen-Shannon
+    # distance for a predicted class): an effect size, not a p-value.
     prediction_drift: bool = True
+    prediction_effect: float = Field(default=0.2, gt=0)
+    tolerance: dict[str, float] | None = None
+    confidence: float = Field(default=0.9, gt=0.5, lt=1.0)
+    # Fewer labelled rows than this: labels are reported but the estimate decides.
+    min_labels: int = Field(default=100, ge=2)
     min_quality: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("tolerance")
+    @classmethod
+    def _positive(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for metric, tol in (value or {}).items():
+            if tol < 0:
+                raise ValueError(f"tolerance of {metric!r} must be >= 0, got {tol}")
+        return value
 
 
 class MonitorConfig(_Section):

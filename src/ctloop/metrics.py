@@ -122,6 +122,16 @@ def mean_sampler(values: np.ndarray) -> Sampler:
     return lambda counts: counts @ values / counts.sum(axis=1)
 
 
+def ratio_sampler(numerator: np.ndarray, denominator: np.ndarray) -> Sampler:
+    """sum(numerator) / sum(denominator) under each resample (recall, precision); 0 when the
+    denominator is empty, as sklearn's zero_division=0."""
+    def sample(counts: np.ndarray) -> np.ndarray:
+        den = counts @ denominator
+        return np.where(den > 0, counts @ numerator / np.maximum(den, 1e-12), 0.0)
+
+    return sample
+
+
 def rmse_sampler(y: np.ndarray, prediction: np.ndarray) -> Sampler:
     mse = mean_sampler((prediction - y) ** 2)
     return lambda counts: np.sqrt(mse(counts))

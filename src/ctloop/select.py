@@ -6,6 +6,9 @@ with the challenger's training run. Gates:
   no_regression  paired bootstrap of the primary metric: the point estimate must exceed
                  `min_delta` and the one-sided lower bound at `confidence` must reach it
   guards         metrics that may get worse by at most a tolerance (e.g. log loss)
+  unseen_rows    says whether the holdout lies outside the champion's training data (by
+                 time when there is a time column, else by identical rows); informational:
+                 rows the champion was fitted on favour it, so the verdict stays cautious
   signature      the logged signature takes exactly the raw feature columns
   loads          the model loads and scores its input example in a fresh process
   invariance     changing a declared column leaves predictions (nearly) unchanged
@@ -27,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from ctloop import registry, tasks, tracking
-from ctloop.config import Config
+from ctloop.config import BUILTIN_FLIGHTS, Config
+from ctloop.data import FLIGHTS_TIME
 from ctloop.metrics import paired_bootstrap
 from ctloop.model import TabularModel
 from ctloop.tasks import Task, TaskError
@@ -173,6 +177,39 @@ def _guards(cfg: Config, task: Task, new: dict[str, float], old: dict[str, float
     return Gate("guards", not problems, detail, evidence)
 
 
+def _unseen_rows(cfg: Config, frame: pd.DataFrame, champion: registry.ModelVersion) -> Gate:
+    """Do the evaluation rows lie outside what the champion was trained on? With a time
+    column: after the start of the champion's own holdout (all before it was its training or
+    validation); else: rows not identical to one of its training rows."""
+    training_run = champion.tags.get("ctloop.training_run_id")
+    try:
+        seen = tracking.load_reference(training_run) if training_run else None
+    except Exception:  # an older champion without its training rows: say so, decide nothing
+        seen = None
+    if seen is None:
+        return Gate("unseen_rows", True, f"unknown: champion v{champion.version}'s training "
+                    "rows are not logged")  # fmt: skip
+    time_col = cfg.data.time_column or (FLIGHTS_TIME if cfg.data.source == BUILTIN_FLIGHTS
+                                        else None)  # fmt: skip
+    if time_col and time_col in frame.columns and time_col in seen.columns:
+        try:
+            cut = pd.to_datetime(tracking.load_holdout(training_run)[time_col]).min()
+        except Exception:
+            cut = pd.to_datetime(seen[time_col]).max()
+        inside = int((pd.to_datetime(frame[time_col]) < cut).sum())
+        how = f"before {cut} (the end of champion v{champion.version}'s training window)"
+    else:
+        columns = [c for c in frame.columns if c in seen.columns]
+        known = set(pd.util.hash_pandas_object(seen[columns], index=False))
+        inside = int(pd.util.hash_pandas_object(frame[columns], index=False).isin(known).sum())
+        how = f"identical to rows champion v{champion.version} was trained on"
+    detail = (f"all {len(frame)} holdout rows lie outside the champion's training data"
+              if not inside else
+              f"{inside} of {len(frame)} holdout rows are {how}: the comparison favours the "
+              "champion there")  # fmt: skip
+    return Gate("unseen_rows", True, detail, {"inside": inside, "rows": len(frame)})
+
+
 def _invariance(cfg: Config, model: TabularModel, frame: pd.DataFrame) -> Gate:
     sample = frame.head(INVARIANCE_ROWS)
     base = model.scores(sample)
@@ -282,7 +319,7 @@ def _in_process_gates(cfg: Config, model: TabularModel, model_uri: str, training
                                  f"{task.describe()}")
         regression = _no_regression(cfg, task, y, p_new, p_old)
         interval = regression.evidence
-        gates += [regression, _guards(cfg, task, new, old)]
+        gates += [regression, _guards(cfg, task, new, old), _unseen_rows(cfg, frame, champion)]
         lap("bootstrap_and_guards")
     if cfg.gate.invariance:
         gates.append(_invariance(cfg, model, frame))

@@ -47,22 +47,50 @@ def _run(run_id: str):
     return MlflowClient().get_run(run_id)
 
 
-def test_same_distribution_reports_no_drift_and_logs_report(store: dict, tmp_path: Path) -> None:
+def _unlabelled(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=["churn"])
+
+
+def _flipped(frame: pd.DataFrame, share: float, seed: int = 0) -> pd.DataFrame:
+    """Concept shift: a share of the labels flipped, the features untouched."""
+    out = frame.copy()
+    flip = np.random.default_rng(seed).random(len(out)) < share
+    out.loc[flip, "churn"] = np.where(out.loc[flip, "churn"] == "Yes", "No", "Yes")
+    return out
+
+
+def _champion_model(cfg: Config):
+    from ctloop.monitor.reference import load_champion
+
+    return load_champion(cfg)[1]
+
+
+def test_calm_window_takes_no_action_and_logs_report(store: dict, tmp_path: Path) -> None:
     result = loop.monitor(store["cfg"], current=_csv(tmp_path, "same.csv", make_churn(600, 11)))
-    assert result.decision == "no_drift", result.summary()
-    # Evidently's chi-square treats a 420-row reference's shares as exact, so one categorical
-    # column may come out "drifted" by chance; the share rule absorbs that.
-    assert result.drift_share < 0.3 and "tenure" not in result.drifted_columns
+    assert result.decision == "no_action" and result.rule == "none", result.summary()
+    assert result.summary().startswith("NO_ACTION | champion v1 | rows 600")
     assert set(result.feature_scores) == set(FEATURES)
     assert result.prediction_drift is not None and not result.prediction_drift["drifted"]
+    assert result.prediction_drift["method"] == "wasserstein_normed"
     assert result.rows["current"] == 600 and result.rows["reference"] == 420
     assert result.rows["prediction_reference"] == 90  # the champion's holdout split
     assert 0.6 < result.quality["roc_auc"] < 1.0  # labels came with the file
+    # the labels decided: the realised primary metric and the recall guard, with intervals
+    realised = {c["metric"]: c for c in result.performance["realised"]}
+    assert set(realised) == {"roc_auc", "recall"}
+    assert realised["roc_auc"]["observed"] == pytest.approx(result.quality["roc_auc"])
+    assert realised["roc_auc"]["lower"] < realised["roc_auc"]["drop"]
+    assert not any(c["harmful"] for c in realised.values())
+    assert any(r.startswith("roc_auc ") and "realised" in r for r in result.reasons)
     run = _run(result.monitor_run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.tags["ctloop.decision"] == "no_drift"
+    assert run.data.tags["ctloop.decision"] == "no_action"
+    assert run.data.tags["ctloop.rule"] == "none"
     assert run.data.tags["ctloop.model_version"] == "1"
     assert run.data.metrics["drift_share"] == result.drift_share
+    assert run.data.metrics["retrain_warranted"] == 0.0
+    assert run.data.metrics["realised.roc_auc"] == pytest.approx(result.quality["roc_auc"])
+    assert "expected.roc_auc" in run.data.metrics and "estimated.roc_auc" in run.data.metrics
     assert "drift_score.tenure" in run.data.metrics and "quality.roc_auc" in run.data.metrics
     experiment = MlflowClient().get_experiment(run.info.experiment_id)
     assert experiment.name == "churn-served-monitoring"
@@ -74,35 +102,87 @@ def test_same_distribution_reports_no_drift_and_logs_report(store: dict, tmp_pat
     assert text.lstrip().lower().startswith("<!doctype html") and "monthly_charges" in text
 
 
-def test_scaled_numeric_and_dominant_category_are_named(store: dict, tmp_path: Path) -> None:
+def test_calm_window_without_labels_takes_no_action(store: dict, tmp_path: Path) -> None:
+    frame = _unlabelled(make_churn(600, 21))
+    result = loop.monitor(store["cfg"], current=_csv(tmp_path, "calm.csv", frame))
+    assert result.decision == "no_action", result.summary()
+    assert result.rows["labelled"] == 0 and not result.performance["realised"]
+    estimated = {c["metric"]: c for c in result.performance["estimated"]}
+    assert abs(estimated["roc_auc"]["drop"]) < 0.03, estimated
+
+
+def test_flipped_labels_retrain_by_the_labelled_drop(store: dict, tmp_path: Path) -> None:
+    """Concept shift: the features (and so the predictions and any estimate) look calm; only
+    the labels show the harm, and they decide."""
+    frame = _flipped(make_churn(600, 11), 0.35)
+    result = loop.monitor(store["cfg"], current=_csv(tmp_path, "flip.csv", frame))
+    assert result.decision == "retrain", result.summary()
+    assert result.rule.startswith("labelled_drop")
+    assert result.reasons[0].startswith("roc_auc ") and "> tolerance 0.03" in result.reasons[0]
+    roc = next(c for c in result.performance["realised"] if c["metric"] == "roc_auc")
+    assert roc["lower"] > 0.03 and roc["observed"] < roc["expected"] - 0.1
+    assert not result.prediction_drift["drifted"]  # reported: the predictions did not move
+    assert _run(result.monitor_run_id).data.tags["ctloop.rule"] == result.rule
+    assert result.summary().startswith(f"RETRAIN ({result.rule}) | champion v1")
+
+
+def test_drifted_features_alone_are_reported_not_acted_on(store: dict, tmp_path: Path) -> None:
     frame = make_churn(600, 12)
-    frame["monthly_charges"] *= 1.6
-    frame["contract"] = np.where(np.arange(600) % 10 < 8, "two-year", frame["contract"])
+    # internet does not drive churn: its categories moving harms nothing
+    frame["internet"] = np.where(np.arange(600) % 10 < 9, "none", frame["internet"])
     result = loop.monitor(store["cfg"], current=_csv(tmp_path, "shift.csv", frame))
-    assert result.decision == "drift"
-    assert set(result.drifted_columns) == {"monthly_charges", "contract"}
-    assert "monthly_charges" in result.reasons[0] and "contract" in result.reasons[0]
-    assert result.retrain == "not requested"
-    assert _run(result.monitor_run_id).data.tags["ctloop.drifted_columns"] in (
-        "monthly_charges,contract", "contract,monthly_charges")
+    assert "internet" in result.drifted_columns
+    assert result.decision == "no_action", result.summary()
+    assert any("features drifted" in r and "internet" in r for r in result.reasons)
+    assert "internet" in _run(result.monitor_run_id).data.tags["ctloop.drifted_columns"]
+    # the feature-share policy, asked for explicitly
+    cfg = _with(store["cfg"], thresholds={"drift_share": 0.25, "retrain_on_feature_drift": True})
+    policy = loop.monitor(cfg, current=_csv(tmp_path, "shift.csv", frame))
+    assert policy.decision == "retrain" and policy.rule == "feature_drift", policy.summary()
+    assert "internet" in policy.reasons[0]
 
 
-def test_prediction_drift_alone_triggers(store: dict, tmp_path: Path) -> None:
-    frame = make_churn(600, 13)
+def test_estimated_drop_without_labels(store: dict, tmp_path: Path) -> None:
+    """Covariate shift into the rows the champion is least sure of: no labels, yet the
+    estimate from its calibrated probabilities sees the drop the labels would show."""
+    pool = make_churn(6000, 31)
+    p = _champion_model(store["cfg"]).scores(pool[FEATURES])
+    hard = pool[(p > 0.3) & (p < 0.7)].head(600).reset_index(drop=True)
+    assert len(hard) == 600
+    result = loop.monitor(store["cfg"], current=_csv(tmp_path, "hard.csv", _unlabelled(hard)))
+    assert result.decision == "retrain", result.summary()
+    assert "estimated_drop" in result.rule.split("+")
+    assert any(r.startswith("roc_auc ") and "estimated" in r for r in result.reasons)
+    # the labels, once they arrive, confirm the harm the estimate saw
+    labelled = loop.monitor(store["cfg"], current=_csv(tmp_path, "hardl.csv", hard))
+    roc = next(c for c in labelled.performance["realised"] if c["metric"] == "roc_auc")
+    est = next(c for c in result.performance["estimated"] if c["metric"] == "roc_auc")
+    assert roc["drop"] > 0.03 and abs(est["observed"] - roc["observed"]) < 0.1
+
+
+def test_prediction_drift_by_effect_size_without_labels(store: dict, tmp_path: Path) -> None:
+    frame = _unlabelled(make_churn(600, 13))
     frame["tenure"] = frame["tenure"] + 40  # long-tenure customers: the model's churn odds fall
-    cfg = _with(store["cfg"], thresholds={"drift_share": 1.0})
+    # tolerance out of reach: only the prediction's move can decide here
+    cfg = _with(store["cfg"], thresholds={"tolerance": {"roc_auc": 1.0}})
     result = loop.monitor(cfg, current=_csv(tmp_path, "p.csv", frame))
-    assert "tenure" in result.drifted_columns and result.drift_share < 1.0
-    assert result.decision == "drift" and result.prediction_drift["drifted"]
-    assert result.reasons[0].startswith("prediction drifted")
-    quiet = _with(cfg, thresholds={"drift_share": 1.0, "prediction_drift": False})
-    assert loop.monitor(quiet, current=_csv(tmp_path, "p.csv", frame)).decision == "no_drift"
+    assert result.decision == "retrain" and result.rule == "prediction_drift", result.summary()
+    assert result.prediction_drift["drifted"] and result.prediction_drift["score"] > 0.2
+    assert result.reasons[0].startswith("prediction moved")
+    quiet = _with(cfg, thresholds={"tolerance": {"roc_auc": 1.0}, "prediction_drift": False})
+    assert loop.monitor(quiet, current=_csv(tmp_path, "p.csv", frame)).decision == "no_action"
+
+
+def test_tolerance_must_name_a_metric_of_the_task(store: dict, tmp_path: Path) -> None:
+    cfg = _with(store["cfg"], thresholds={"tolerance": {"rmse": 0.1}})
+    with pytest.raises(MonitorError, match="tolerance: 'rmse' is not a binary metric"):
+        loop.monitor(cfg, current=_csv(tmp_path, "t.csv", make_churn(300, 5)))
 
 
 def test_quality_threshold_triggers(store: dict, tmp_path: Path) -> None:
     cfg = _with(store["cfg"], thresholds={"min_quality": {"roc_auc": 0.99}})
     result = loop.monitor(cfg, current=_csv(tmp_path, "q.csv", make_churn(600, 11)))
-    assert result.decision == "drift" and result.drift_share < 0.3
+    assert result.decision == "retrain" and result.rule == "min_quality"
     assert result.reasons[0].startswith("roc_auc") and "below the minimum 0.99" in result.reasons[0]
 
 
@@ -117,7 +197,8 @@ def test_capture_folder_with_malformed_lines_and_ground_truth(store: dict, tmp_p
                           until="2026-03-01T12:00", ground_truth=str(tmp_path / "gt"))
     assert result.rows["current"] == 400 and result.rows["malformed_lines"] == 3
     assert result.rows["labelled"] == 400 and "roc_auc" in result.quality
-    assert result.decision == "no_drift", result.summary()
+    assert result.decision == "no_action", result.summary()
+    assert {c["metric"] for c in result.performance["realised"]} == {"roc_auc", "recall"}
     tags = _run(result.monitor_run_id).data.tags
     assert tags["ctloop.malformed_lines"] == "3"
     assert tags["ctloop.window_start"] == "2026-03-01T10:00:00Z"
@@ -140,12 +221,10 @@ def test_data_quality_veto_and_min_rows(store: dict, tmp_path: Path) -> None:
 
 
 def test_daily_cap_blocks_retrain(store: dict, tmp_path: Path) -> None:
-    frame = make_churn(600, 12)
-    frame["monthly_charges"] *= 1.6
-    frame["tenure"] += 30
+    frame = _flipped(make_churn(600, 12), 0.4)
     cfg = _with(store["cfg"], max_retrains_per_day=0)
     result = loop.monitor(cfg, current=_csv(tmp_path, "d.csv", frame), retrain=True)
-    assert result.decision == "drift" and result.retrain.startswith("skipped: cap reached")
+    assert result.decision == "retrain" and result.retrain.startswith("skipped: cap reached")
     assert result.retrain_run_id is None
     assert _run(result.monitor_run_id).data.tags["ctloop.retrain"] == "skipped"
 
@@ -182,12 +261,18 @@ def test_cli_exit_codes_and_summary_line(store: dict, tmp_path: Path) -> None:
     shifted = make_churn(600, 12)
     shifted["monthly_charges"] *= 1.6
     shifted["contract"] = "two-year"
-    done = subprocess.run([*ctloop, "--current", _csv(tmp_path, "c.csv", shifted)], env=env,
+    harmed = _flipped(shifted, 0.4)
+    done = subprocess.run([*ctloop, "--current", _csv(tmp_path, "c.csv", harmed)], env=env,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert done.returncode == 4, done.stderr
+    assert done.returncode == 4, done.stderr  # retrain warranted
     line = done.stdout.strip()
-    assert line.count("\n") == 0 and line.startswith("DRIFT | champion v1 | rows 600")
-    assert "drifted: monthly_charges,contract" in line
+    assert line.count("\n") == 0 and line.startswith("RETRAIN (labelled_drop")
+    assert "champion v1 | rows 600" in line and "roc_auc" in line
+    assert "drifted: monthly_charges,contract" in line  # the explanation, named
+    calm = subprocess.run([*ctloop, "--current", _csv(tmp_path, "k.csv", make_churn(600, 11))],
+                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert calm.returncode == 0, calm.stdout  # no action
+    assert calm.stdout.startswith("NO_ACTION | champion v1")
     bad = subprocess.run([*ctloop, "--current", _csv(tmp_path, "b.csv", shifted.drop(
         columns=["tenure"]))], env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1
@@ -253,11 +338,15 @@ def test_task_same_distribution_no_drift_with_the_tasks_quality(task_store: dict
     assert model.task.kind == kind
     result = loop.monitor(task_store["cfg"],
                           current=_csv(tmp_path, "same.csv", _resampled(task_store["table"], 1)))
-    assert result.decision == "no_drift", result.summary()
+    assert result.decision == "no_action", result.summary()
     assert result.task == kind and result.rows["current"] == 400
     assert not result.prediction_drift["drifted"]
-    assert result.prediction_drift["method"] in (("chisquare", "jensenshannon", "Z")
-                                                 if kind == "multiclass" else ("ks", "wasserstein"))
+    assert result.prediction_drift["method"] == ("jensenshannon" if kind == "multiclass"
+                                                 else "wasserstein_normed")
+    primary = "log_loss" if kind == "multiclass" else "rmse"
+    assert {c["metric"] for c in result.performance["realised"]} >= {primary}
+    # CBPE for classification; regression has no sound estimate without labels
+    assert bool(result.performance["estimated"]) == (kind == "multiclass")
     assert set(result.quality) == set(model.task.metric_names)  # labels came with the file
     assert result.rows["labelled"] == 400
     if kind == "multiclass":
@@ -282,9 +371,12 @@ def test_task_shifted_file_drifts_naming_the_columns(task_store: dict, tmp_path:
     kind = task_store["kind"]
     frame = _shifted(kind, _resampled(task_store["table"], 1))
     result = loop.monitor(task_store["cfg"], current=_csv(tmp_path, "shift.csv", frame))
-    assert result.decision == "drift", result.summary()
+    # the labels did not move with the features: the champion is wrong there, and they say so
+    assert result.decision == "retrain" and result.rule.startswith("labelled_drop"), \
+        result.summary()
     assert set(result.drifted_columns) == _shifted_columns(kind)
-    assert all(c in result.reasons[0] for c in _shifted_columns(kind))
+    note = next(r for r in result.reasons if "features drifted" in r)
+    assert all(c in note for c in _shifted_columns(kind))
     assert set(result.quality) == set(task_store["model"].task.metric_names)
 
 
@@ -312,15 +404,14 @@ def test_task_capture_uses_served_outputs_and_ground_truth(task_store: dict,
     window = {"since": "2026-03-01T10:00", "until": "2026-03-02T00:00",
               "ground_truth": str(tmp_path / "gt")}
     fine = loop.monitor(task_store["cfg"], current=str(tmp_path / "honest"), **window)
-    assert fine.decision == "no_drift", fine.summary()
+    assert fine.decision == "no_action", fine.summary()
     assert fine.rows["labelled"] == 300 and set(fine.quality) == set(model.task.metric_names)
     skew = loop.monitor(task_store["cfg"], current=str(tmp_path / "skewed"), **window)
     assert skew.rows["malformed_lines"] == 1 and skew.rows["current"] == 300
     # the same features as the honest capture (so the same per-column verdicts, below the
     # share): the served outputs alone made the decision
     assert skew.drifted_columns == fine.drifted_columns and skew.drift_share < 0.3
-    assert skew.decision == "drift", skew.summary()
-    assert skew.reasons[0].startswith("prediction drifted")
+    assert skew.decision == "retrain" and skew.rule.startswith("labelled_drop"), skew.summary()
     assert not fine.prediction_drift["drifted"] and skew.prediction_drift["drifted"]
     # quality is measured on the served outputs too
     if kind == "multiclass":
@@ -342,7 +433,7 @@ def test_task_min_quality_must_name_a_metric_of_the_task(task_store: dict,
     bound = {"log_loss": 0.0001} if kind == "multiclass" else {"rmse": 1.0, "r2": 0.99}
     result = loop.monitor(_with(task_store["cfg"], thresholds={"min_quality": bound}),
                           current=path)  # fmt: skip
-    assert result.decision == "drift"
+    assert result.decision == "retrain" and result.rule == "min_quality", result.summary()
     name = next(iter(bound))
     assert result.reasons[0].startswith(name) and "above the maximum" in result.reasons[0]
     if kind == "regression":

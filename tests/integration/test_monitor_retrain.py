@@ -1,11 +1,13 @@
 """`--retrain` reruns the MLflow project (a tracked project run) and registers a new version;
-the cooldown then blocks a second retrain, and a champion without reference data is refused."""
+the next monitor on the same kind of traffic takes no action (the loop settles), the cooldown
+blocks a second retrain, and a champion without reference data is refused."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -33,25 +35,34 @@ def fresh_store(tmp_path_factory: pytest.TempPathFactory):
         yield {"cfg": cfg, "dir": folder}
 
 
-def _shifted(folder: Path) -> str:
-    frame = make_churn(600, seed=21)
-    frame["monthly_charges"] *= 1.6
-    frame["contract"] = np.where(np.arange(600) % 10 < 8, "two-year", frame["contract"])
-    path = folder / "shifted.csv"
+def _new_world(rows: int, seed: int) -> pd.DataFrame:
+    """Concept shift: month-to-month customers now behave the other way round. A retrained
+    model can learn it (the contract is a feature); the first champion cannot know it."""
+    frame = make_churn(rows, seed=seed)
+    turned = frame["contract"] == "month-to-month"
+    frame.loc[turned, "churn"] = np.where(frame.loc[turned, "churn"] == "Yes", "No", "Yes")
+    return frame
+
+
+def _csv(folder: Path, name: str, frame: pd.DataFrame) -> str:
+    path = folder / name
     frame.to_csv(path, index=False)
     return str(path)
 
 
 @pytest.mark.slow
-def test_retrain_launches_a_tracked_project_run(fresh_store: dict) -> None:
-    cfg = fresh_store["cfg"]
+def test_retrain_launches_a_tracked_project_run_and_the_loop_settles(fresh_store: dict) -> None:
+    cfg, folder = fresh_store["cfg"], fresh_store["dir"]
     assert [v.version for v in registry.versions(cfg.name)] == [1]
-    result = loop.monitor(cfg, current=_shifted(fresh_store["dir"]), retrain=True)
-    assert result.decision == "drift"
+    # the labelled rows of the new world have arrived in the configured source
+    _new_world(800, seed=4).to_csv(folder / "churn.csv", index=False)
+    result = loop.monitor(cfg, current=_csv(folder, "now.csv", _new_world(600, 21)),
+                          retrain=True)  # fmt: skip
+    assert result.decision == "retrain" and result.rule.startswith("labelled_drop"), \
+        result.summary()
     assert result.retrain_run_id, result.retrain
     assert result.new_versions == [2], result.retrain
-    # same data as v1, so the gate may well reject it: a finished retraining either way
-    assert result.retrain.endswith(("v2 promoted", "v2 rejected")), result.retrain
+    assert result.retrain.endswith("v2 promoted"), result.retrain
     assert result.retrain_window == ("", "")  # no time column: the whole configured source
     client = MlflowClient()
     project_run = client.get_run(result.retrain_run_id)
@@ -69,8 +80,22 @@ def test_retrain_launches_a_tracked_project_run(fresh_store: dict) -> None:
     assert monitor_tags["ctloop.retrain_run_id"] == result.retrain_run_id
     assert client.get_run(result.monitor_run_id).info.status == "FINISHED"
 
-    again = loop.monitor(cfg, current=_shifted(fresh_store["dir"]), retrain=True)
-    assert again.decision == "drift" and again.retrain.startswith("skipped: cooldown")
+    # The loop settles: the same kind of traffic, judged against v2's own holdout, needs nothing.
+    settled = loop.monitor(cfg, current=_csv(folder, "later.csv", _new_world(600, 22)),
+                           retrain=True)  # fmt: skip
+    assert settled.model_version == 2
+    assert settled.decision == "no_action", settled.summary()
+    assert settled.retrain == "not needed (no_action)" and settled.retrain_run_id is None
+    assert not any(c["harmful"] for c in settled.performance["realised"])
+    before = next(c for c in result.performance["realised"] if c["metric"] == "roc_auc")
+    after = next(c for c in settled.performance["realised"] if c["metric"] == "roc_auc")
+    assert after["observed"] > before["observed"] + 0.1  # v2 learnt the new world
+
+    # v2 underperforming (a further concept shift) is harm again, but the cooldown holds.
+    worse = _new_world(600, 23)
+    worse["churn"] = np.where(worse["churn"] == "Yes", "No", "Yes")
+    again = loop.monitor(cfg, current=_csv(folder, "worse.csv", worse), retrain=True)
+    assert again.decision == "retrain" and again.retrain.startswith("skipped: cooldown")
     assert again.retrain_run_id is None
     assert [v.version for v in registry.versions(cfg.name)] == [2, 1]
 
@@ -84,4 +109,4 @@ def test_missing_reference_is_a_clear_error(fresh_store: dict) -> None:
     Path(uri.removeprefix("file://"), tracking.REFERENCE_ARTIFACT).unlink()
     with pytest.raises(MonitorError, match=f"reference data of champion v{champion.version} is "
                        f"missing: training run {parent}"):  # fmt: skip
-        loop.monitor(cfg, current=_shifted(fresh_store["dir"]))
+        loop.monitor(cfg, current=_csv(fresh_store["dir"], "any.csv", make_churn(300, 5)))

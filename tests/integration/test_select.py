@@ -106,6 +106,22 @@ def test_a_better_challenger_is_promoted_and_rollback_and_manual_promotion_are_r
         loop.promote(cfg, 7)
 
 
+def test_the_gate_says_whether_its_rows_lie_outside_the_champions_training_data(
+        tmp_path, mlflow_store):
+    loop.run(load_config(config(tmp_path, WEAK)))
+    _, same_split = loop.run(load_config(config(tmp_path, STRONG)))
+    unseen = next(g for g in same_split.gates if g.name == "unseen_rows")
+    assert unseen.evidence["inside"] == 0 and unseen.detail.startswith("all 300 holdout rows")
+    # another split of the same table: part of the new holdout trained the champion
+    body = load_config(config(tmp_path, WEAK)).model_dump(mode="json")
+    body["split"]["seed"] = 7
+    reshuffled = write_config(tmp_path / "cfg-0", body)
+    _, other = loop.run(load_config(reshuffled))
+    unseen = next(g for g in other.gates if g.name == "unseen_rows")
+    assert unseen.passed and 0 < unseen.evidence["inside"] < 300
+    assert f"identical to rows champion v{other.champion_version} was trained on" in unseen.detail
+
+
 def test_bad_challengers_are_never_promoted(tmp_path, mlflow_store):
     assert loop.run(load_config(config(tmp_path, STRONG)))[1].promoted
     shuffled = make_churn(2000, seed=1)

@@ -153,9 +153,13 @@ def test_predict_monitor_and_status(trained):
         calm = loop.monitor(cfg, current=str(folder / "table.csv"))
         moved = loop.monitor(cfg, current=str(folder / "shifted.csv"))
         report = loop.status(cfg)
-    assert calm.decision == "no_drift", calm.summary()
+    assert calm.decision == "no_action", calm.summary()
     assert calm.quality  # labels are in the file: the task's own metrics
-    assert moved.decision == "drift" and case.shifted_column in moved.drifted_columns
+    # the moved column is named; the decision follows the labels' verdict on harm
+    assert case.shifted_column in moved.drifted_columns
+    assert any(case.shifted_column in r for r in moved.reasons)
+    harmed = any(c["harmful"] for c in moved.performance["realised"])
+    assert (moved.decision == "retrain") == harmed, moved.summary()
     assert report["champion"]["version"] == 1
     assert report["champion"]["task"] == mlflow.get_run(
         trained["result"].run_id).data.tags["ctloop.task"]

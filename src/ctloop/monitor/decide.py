@@ -1,26 +1,57 @@
 """The monitor's decision and the loop-safety rules, as pure functions of plain values.
 
-Decisions, most severe first:
-  no_data   the window holds no rows: nothing to judge (its own exit code);
-  alert     the data itself looks broken (too few rows, a feature mostly missing or empty):
-            never retrain on it, tell a person instead;
-  drift     share of drifted features >= thresholds.drift_share, or the prediction drifted
-            (thresholds.prediction_drift), or a quality metric crossed thresholds.min_quality;
-  no_drift  none of the above.
+The decision is about harm; drift is its explanation. Decisions, most severe first:
+  no_data    the window holds no rows: nothing to judge (its own exit code);
+  alert      the data itself looks broken (too few rows, a feature mostly missing or empty):
+             never retrain on it, tell a person instead;
+  retrain    the champion is, or very probably is, doing worse than it should (rule):
+               labelled_drop    with labels: a realised metric dropped beyond its tolerance
+                                with confidence (`performance.labelled_checks`);
+               min_quality      with labels: a metric crossed thresholds.min_quality;
+               estimated_drop   without labels: the CBPE estimate dropped beyond tolerance;
+               prediction_drift without labels: the prediction moved by more than the
+                                effect size thresholds.prediction_effect;
+               feature_drift    only if thresholds.retrain_on_feature_drift (opt-in policy):
+                                the share of drifted features reached drift_share;
+  no_action  none of the above; drifted features are still named in the reasons.
+With labels (at least thresholds.min_labels of them) the labels decide: estimates and
+prediction drift are then reported, not acted on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
 from ctloop.config import MonitorConfig
 from ctloop.monitor.drift import ColumnDrift
+from ctloop.monitor.performance import MetricCheck
 
-NO_DATA, ALERT, DRIFT, NO_DRIFT = "no_data", "alert", "drift", "no_drift"
+NO_DATA, ALERT, RETRAIN, NO_ACTION = "no_data", "alert", "retrain", "no_action"
 DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: str
+    rule: str  # which rule decided ("labelled_drop", ..., "none")
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Everything the decision rests on, as plain values."""
+
+    rows: int
+    columns: Sequence[ColumnDrift] = ()
+    prediction: ColumnDrift | None = None
+    realised: Sequence[MetricCheck] = ()  # empty unless enough labelled rows
+    estimated: Sequence[MetricCheck] = ()
+    quality: Mapping[str, float] = field(default_factory=dict)
+    labelled: int = 0
+    data_problems: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -86,40 +117,56 @@ def quality_failures(quality: Mapping[str, float], minimums: Mapping[str, float]
     return failures
 
 
-def decide(
-    rows: int,
-    columns: Sequence[ColumnDrift],
-    prediction: ColumnDrift | None,
-    quality: Mapping[str, float],
-    data_problems: Sequence[str],
-    cfg: MonitorConfig,
-    lower_is_better: Collection[str],
-) -> tuple[str, list[str]]:
-    """(decision, reasons); reasons name the drifted columns and crossed thresholds.
-
-    `lower_is_better`: the champion's task's metrics where a `min_quality` bound is a ceiling.
-    """
-    if rows == 0:
-        return NO_DATA, ["no current rows in the window"]
-    reasons: list[str] = []
-    drifted = [c for c in columns if c.drifted]
+def feature_note(columns: Sequence[ColumnDrift], threshold: float) -> str:
+    """'k/n features drifted (share vs threshold): names' for the reasons."""
+    drifted = [c.column for c in columns if c.drifted]
     share = len(drifted) / len(columns) if columns else 0.0
-    threshold = cfg.thresholds.drift_share
-    if columns and share >= threshold:
-        reasons.append(f"{len(drifted)}/{len(columns)} features drifted ({share:.0%} >= "
-                       f"{threshold:.0%}): {', '.join(c.column for c in drifted)}")  # fmt: skip
-    if prediction is not None and prediction.drifted and cfg.thresholds.prediction_drift:
-        reasons.append(f"prediction drifted ({prediction.method} {prediction.score:.3f}, "
-                       f"threshold {prediction.threshold})")  # fmt: skip
-    reasons.extend(quality_failures(quality, cfg.thresholds.min_quality, lower_is_better))
-    if data_problems:
-        return ALERT, [*data_problems, *reasons]
-    if reasons:
-        return DRIFT, reasons
-    note = f"{len(drifted)}/{len(columns)} features drifted ({share:.0%} < {threshold:.0%})"
-    if drifted:
-        note += f": {', '.join(c.column for c in drifted)}"
-    return NO_DRIFT, [note]
+    note = (f"{len(drifted)}/{len(columns)} features drifted ({share:.0%} "
+            f"{'>=' if share >= threshold else '<'} {threshold:.0%})")
+    return note + (f": {', '.join(drifted)}" if drifted else "")
+
+
+def decide(signals: Signals, cfg: MonitorConfig, lower_is_better: Collection[str]) -> Verdict:
+    """The decision, the rule that made it and the reasons (deciding ones first, then what
+    was only reported). `lower_is_better`: metrics where a `min_quality` bound is a ceiling."""
+    if signals.rows == 0:
+        return Verdict(NO_DATA, "no_data", ["no current rows in the window"])
+    th = cfg.thresholds
+    fired: list[tuple[str, str]] = []  # (rule, reason)
+    reported: list[str] = []
+    columns, prediction = signals.columns, signals.prediction
+    if signals.realised:
+        fired += [("labelled_drop", c.describe()) for c in signals.realised if c.harmful]
+        fired += [("min_quality", f) for f in quality_failures(signals.quality, th.min_quality,
+                                                              lower_is_better)]  # fmt: skip
+        reported += [c.describe() for c in signals.realised if not c.harmful]
+        reported += [f"(reported) {c.describe()}" for c in signals.estimated]
+    else:
+        if signals.labelled:
+            reported.append(f"only {signals.labelled} labelled rows (< monitor.thresholds."
+                            f"min_labels={th.min_labels}): the estimate decides")
+        fired += [("estimated_drop", c.describe()) for c in signals.estimated if c.harmful]
+        reported += [c.describe() for c in signals.estimated if not c.harmful]
+    if prediction is not None:
+        text = (f"prediction moved {prediction.score:.3f} ({prediction.method}; effect "
+                f"threshold {prediction.threshold:g})")
+        if prediction.drifted and th.prediction_drift and not signals.realised:
+            fired.append(("prediction_drift", text))
+        else:
+            reported.append(text)
+    note = feature_note(columns, th.drift_share)
+    share = sum(c.drifted for c in columns) / len(columns) if columns else 0.0
+    if th.retrain_on_feature_drift and columns and share >= th.drift_share:
+        fired.append(("feature_drift", note))
+    else:
+        reported.append(note)
+    if signals.data_problems:
+        return Verdict(ALERT, "data_quality", [*signals.data_problems,
+                                               *(r for _, r in fired), *reported])
+    if fired:
+        rules = list(dict.fromkeys(rule for rule, _ in fired))
+        return Verdict(RETRAIN, "+".join(rules), [r for _, r in fired] + reported)
+    return Verdict(NO_ACTION, "none", reported)
 
 
 def retrain_allowed(

@@ -7,8 +7,11 @@ the window (a local folder or s3:// prefix in Data Capture format) or a CSV/Parq
 giving about `monitor.decode_rows` rows is decoded (`capture.read_capture`; a large capture in
 a worker process while this one imports Evidently); the tags say so. Verdicts come from
 Evidently's tests on all decoded rows (`drift.py`); the HTML/JSON report is Evidently's presets
-on a seeded sample of `monitor.sample_rows` rows (`report.py`). Everything lands in one run of
-`<name>-monitoring`; retraining on drift is `retrain.py`.
+on a seeded sample of `monitor.sample_rows` rows (`report.py`). The decision is about harm
+(`decide.py`): the champion's metrics on the window, realised from labels or estimated from
+its calibrated probabilities (`performance.py`, `estimate.py`), against their level on its
+holdout; the prediction's move is an effect size; feature drift explains. Everything lands
+in one run of `<name>-monitoring`; retraining is `retrain.py`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,8 +31,15 @@ from ctloop import registry, tracking
 from ctloop.config import Config
 from ctloop.model import TabularModel
 from ctloop.monitor import decide as dec
+from ctloop.monitor import performance as perf
 from ctloop.monitor.current import Current, current_window, decoder_pool, read_current
-from ctloop.monitor.drift import PREDICTION_COLUMN, ColumnDrift, column_drift, dataset_drift
+from ctloop.monitor.drift import (
+    ColumnDrift,
+    column_drift,
+    dataset_drift,
+    effect_size,
+)
+from ctloop.monitor.estimate import Calibrator, estimate
 from ctloop.monitor.frames import (
     drift_view,
     encode_labels,
@@ -49,7 +59,7 @@ from ctloop.monitor.report import (
 )
 from ctloop.monitor.result import MonitorError, MonitorResult
 from ctloop.monitor.retrain import maybe_retrain
-from ctloop.tasks import Task
+from ctloop.tasks import Task, TaskError
 
 __all__ = ["MonitorError", "MonitorResult", "run_monitor"]
 
@@ -84,6 +94,8 @@ class _Evidence:
     cur_scores: np.ndarray | None = None
     ref_labels: np.ndarray | None = None  # the task's label codes of pred_ref, if it has them
     target: ColumnDrift | None = None  # current labels vs ref_labels
+    realised: list[perf.MetricCheck] = field(default_factory=list)
+    estimated: list[perf.MetricCheck] = field(default_factory=list)
 
 
 def run_monitor(
@@ -114,6 +126,7 @@ def _run_monitor(cfg: Config, location: str, since: str | None, until: str | Non
                                     task.metric_names)  # fmt: skip
     if problem:
         raise MonitorError(problem)
+    tolerances = _tolerances(cfg, task)
     reference = load_reference(parent_run_id, champion.version)
     schema_check(reference, model, champion.version, f"reference of v{champion.version}")
     clock.lap("load_champion_and_reference")
@@ -128,6 +141,9 @@ def _run_monitor(cfg: Config, location: str, since: str | None, until: str | Non
     result.rows = {"reference": len(reference), "current": len(cur.frame), **cur.rows}
 
     evidence = _gather_evidence(cfg, model, reference, parent_run_id, cur, result, clock)
+    if len(cur.frame):
+        _performance(cfg, task, tolerances, cur, evidence, result)
+        clock.lap("performance")
     _decide(cfg, model, evidence, len(cur.frame), result)
     run_id = _log_monitor_run(cfg, model, champion, parent_run_id, cur, evidence, result, clock)
     # The monitor run is complete here; retraining is recorded on it by tags.
@@ -174,8 +190,8 @@ def _score_predictions(cfg: Config, model: TabularModel, reference: pd.DataFrame
         model, cur.frame, "current")  # fmt: skip
     ref_signal, kind = task.drift_signal(evidence.ref_scores)
     cur_signal, _ = task.drift_signal(evidence.cur_scores)
-    evidence.prediction = column_drift(pd.Series(ref_signal), pd.Series(cur_signal), kind,
-                                       PREDICTION_COLUMN)  # fmt: skip
+    evidence.prediction = effect_size(ref_signal, cur_signal, kind,
+                                      cfg.monitor.thresholds.prediction_effect)
     result.quality, result.rows["labelled"] = quality(cur.labels, evidence.cur_scores, task)
     target = target_and_time(cfg)[0]
     if target in evidence.pred_ref.columns:
@@ -200,14 +216,58 @@ def _target_drift(task: Task, ref_labels: np.ndarray | None,
     return column_drift(label_names(ref, task), label_names(cur, task), kind, TARGET_COLUMN)
 
 
+def _tolerances(cfg: Config, task: Task) -> dict[str, float]:
+    """The metrics that decide and their tolerances (MonitorError on a key the task lacks)."""
+    try:
+        primary = task.primary_metric(cfg.training.primary_metric)
+        return perf.tolerances(task, primary, cfg.monitor.thresholds.tolerance)
+    except TaskError as exc:
+        raise MonitorError(str(exc)) from None
+
+
+def _performance(cfg: Config, task: Task, tolerances: dict[str, float], cur: Current,
+                 evidence: _Evidence, result: MonitorResult) -> None:  # fmt: skip
+    """The champion's metrics on the window vs its holdout: realised where enough rows are
+    labelled, estimated (CBPE on holdout-calibrated probabilities) for classification."""
+    th = cfg.monitor.thresholds
+    ref_scores, cur_scores = evidence.ref_scores, evidence.cur_scores
+    if evidence.ref_labels is None or ref_scores is None or cur_scores is None:
+        return
+    known_ref = ~np.isnan(evidence.ref_labels)
+    y_ref, s_ref = evidence.ref_labels[known_ref], ref_scores[known_ref]
+    if task.kind != "regression":
+        y_ref = y_ref.astype(np.int64)
+    if cur.labels is not None and result.rows.get("labelled", 0) >= th.min_labels:
+        known = ~np.isnan(cur.labels)
+        y_cur = cur.labels[known]
+        if task.kind != "regression":
+            y_cur = y_cur.astype(np.int64)
+        evidence.realised = perf.labelled_checks(task, tolerances, y_ref, s_ref, y_cur,
+                                                 cur_scores[known], th.confidence,
+                                                 seed=cfg.split.seed)  # fmt: skip
+    calibrator = Calibrator.fit(task, y_ref, s_ref)
+    if calibrator is not None:
+        expected = estimate(task, s_ref, calibrator(s_ref))
+        estimated = estimate(task, cur_scores, calibrator(cur_scores))
+        evidence.estimated = perf.estimated_checks(tolerances, expected, estimated,
+                                                   task.lower_is_better)  # fmt: skip
+    result.performance = {
+        "tolerance": tolerances, "confidence": th.confidence,
+        "expected_rows": len(y_ref),
+        "realised": [c.to_dict() for c in evidence.realised],
+        "estimated": [c.to_dict() for c in evidence.estimated],
+    }  # fmt: skip
+
+
 def _decide(cfg: Config, model: TabularModel, evidence: _Evidence, n: int,
             result: MonitorResult) -> None:  # fmt: skip
-    """The decision and its reasons, with the drift figures it rests on, into `result`."""
+    """The decision, its rule and reasons, with the figures they rest on, into `result`."""
     drift_cols, prediction = evidence.drift_cols, evidence.prediction
-    decision, reasons = dec.decide(n, drift_cols, prediction, result.quality,
-                                   evidence.quality_report.problems, cfg.monitor,
-                                   lower_is_better=model.task.lower_is_better)  # fmt: skip
-    result.decision, result.reasons = decision, reasons
+    signals = dec.Signals(n, drift_cols, prediction, evidence.realised, evidence.estimated,
+                          result.quality, result.rows.get("labelled", 0),
+                          evidence.quality_report.problems)  # fmt: skip
+    verdict = dec.decide(signals, cfg.monitor, lower_is_better=model.task.lower_is_better)
+    result.decision, result.rule, result.reasons = verdict.decision, verdict.rule, verdict.reasons
     result.drifted_columns = [c.column for c in drift_cols if c.drifted]
     result.drift_share = len(result.drifted_columns) / len(drift_cols) if drift_cols else 0.0
     result.feature_scores = {c.column: c.score for c in drift_cols}
@@ -229,6 +289,7 @@ def _run_tags(cfg: Config, result: MonitorResult, champion: registry.ModelVersio
         "ctloop.window_start": result.window[0] or "",
         "ctloop.window_end": result.window[1] or "",
         "ctloop.decision": result.decision,
+        "ctloop.rule": result.rule,
         "ctloop.reasons": "; ".join(result.reasons),
         "ctloop.drifted_columns": ",".join(result.drifted_columns),
         "ctloop.malformed_lines": str(result.rows.get("malformed_lines", 0)),
@@ -251,12 +312,27 @@ def _run_metrics(result: MonitorResult, prediction: ColumnDrift | None,
     if target is not None:
         metrics["target_drift_score"] = target.score
         metrics["target_drifted"] = float(target.drifted)
+    for check in result.performance.get("realised", []):
+        m = check["metric"]
+        metrics |= {f"expected.{m}": check["expected"], f"realised.{m}": check["observed"],
+                    f"realised_drop.{m}": check["drop"], f"realised_drop_lower.{m}": check["lower"]}
+    for check in result.performance.get("estimated", []):
+        m = check["metric"]
+        metrics |= {f"estimated_expected.{m}": check["expected"],
+                    f"estimated.{m}": check["observed"], f"estimated_drop.{m}": check["drop"]}
+    metrics["retrain_warranted"] = float(result.decision == dec.RETRAIN)
     return metrics
 
 
 def _run_params(cfg: Config, result: MonitorResult) -> dict[str, Any]:
-    return {"drift_share_threshold": cfg.monitor.thresholds.drift_share,
-            "prediction_drift": cfg.monitor.thresholds.prediction_drift,
+    th = cfg.monitor.thresholds
+    return {"drift_share_threshold": th.drift_share,
+            "retrain_on_feature_drift": th.retrain_on_feature_drift,
+            "prediction_drift": th.prediction_drift,
+            "prediction_effect": th.prediction_effect,
+            "tolerance": ",".join(f"{k}:{v:g}" for k, v in
+                                  result.performance.get("tolerance", {}).items()),
+            "confidence": th.confidence, "min_labels": th.min_labels,
             "min_quality": dict(cfg.monitor.thresholds.min_quality),
             "sample_rows": cfg.monitor.sample_rows, "min_rows": cfg.monitor.min_rows,
             "decode_rows": cfg.monitor.decode_rows,
@@ -298,8 +374,8 @@ def _log_reports(cfg: Config, model: TabularModel, run, cur: Current, evidence: 
     result.report_html = f"{folder_uri}/{DATA_REPORT}.html"
     result.report_json = f"{folder_uri}/{DATA_REPORT}.json"
     result.model_report_html = f"{folder_uri}/{MODEL_REPORT}.html"
-    full = {**{c.column: c.drifted for c in evidence.drift_cols},
-            PREDICTION_COLUMN: evidence.prediction.drifted}  # fmt: skip
+    # Evidently's prediction-drift verdict is a test, ours an effect size: not compared.
+    full = {c.column: c.drifted for c in evidence.drift_cols}
     if evidence.target is not None:
         full[TARGET_COLUMN] = evidence.target.drifted
     disagree = sorted(c for c, v in files.sample_verdicts.items()

@@ -17,8 +17,8 @@ class MonitorError(DataError):
 class MonitorResult:
     """Plain values for the CLI, the demo and notebooks."""
 
-    decision: str
-    reasons: list[str]
+    decision: str  # no_data, alert, retrain or no_action (`decide.py`)
+    reasons: list[str]  # the deciding ones first, then what was only reported
     model_version: int | None
     window: tuple[str | None, str | None]
     source: str
@@ -30,6 +30,10 @@ class MonitorResult:
     # Current labels vs the holdout's labels (reported; it decides nothing).
     target_drift: dict[str, Any] | None = None
     task: str | None = None  # the champion's task kind: binary, multiclass or regression
+    rule: str = "none"  # which rule decided (labelled_drop, estimated_drop, ...)
+    # {"tolerance", "confidence", "expected_rows", "realised": [...], "estimated": [...]}:
+    # each check is `performance.MetricCheck.to_dict()`.
+    performance: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, float] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     missing_share: dict[str, float] = field(default_factory=dict)
@@ -45,8 +49,10 @@ class MonitorResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
-        """One line: decision, drift share, columns, rows, run id, retrain outcome."""
-        parts = [f"{self.decision.upper()}"]
+        """One line: decision and the rule that made it, rows, drift, retrain outcome, run
+        id, then the reasons (the figures the rule rests on first)."""
+        head = self.decision.upper()  # NO_ACTION, RETRAIN, ALERT, NO_DATA: one token to grep
+        parts = [f"{head} ({self.rule})" if self.decision == dec.RETRAIN else head]
         if self.model_version is not None:
             parts.append(f"champion v{self.model_version}")
         parts.append(f"rows {self.rows.get('current', 0)}")
@@ -56,7 +62,7 @@ class MonitorResult:
                 parts.append(f"drifted: {','.join(self.drifted_columns)}")
             if self.prediction_drift:
                 p = self.prediction_drift
-                parts.append(f"prediction {'DRIFT' if p['drifted'] else 'ok'} "
+                parts.append(f"prediction {'moved' if p['drifted'] else 'ok'} "
                              f"({p['score']:.3f})")  # fmt: skip
             if self.target_drift:
                 t = self.target_drift

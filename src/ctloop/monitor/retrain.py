@@ -1,6 +1,6 @@
-"""Retraining on drift: the loop-safety rules, the data window and the MLflow project run.
+"""Retraining when it is warranted: the loop-safety rules, the data window and the project run.
 
-Retraining (on `drift` with retrain=True) reruns this repo's MLflow project `main` entry point
+Retraining (on `retrain` with retrain=True) reruns this repo's MLflow project `main` entry point
 with a new data window, so the retraining is itself a tracked project run; it is skipped during
 the cooldown or above the daily cap, and never launched on an `alert` (broken data).
 """
@@ -39,7 +39,7 @@ def maybe_retrain(cfg: Config, result: MonitorResult, requested: bool, cur: Curr
     if result.decision == dec.ALERT:
         result.retrain = "vetoed: data-quality alert"
         return {tracking.RETRAIN_TAG: "vetoed", "ctloop.retrain_reason": "data-quality alert"}
-    if result.decision != dec.DRIFT:
+    if result.decision != dec.RETRAIN:
         result.retrain = f"not needed ({result.decision})"
         return {tracking.RETRAIN_TAG: "not_needed"}
     now_ms = int(time.time() * 1000)

@@ -90,6 +90,9 @@ class BinaryTask(Task):
             return metrics.mean_sampler((p - y) ** 2)
         if metric == "pr_auc":
             return metrics.weighted_sampler(average_precision_score, y, p)
+        if metric in ("recall", "precision"):  # at the champion's own threshold
+            hit = (p >= self.threshold).astype(np.float64)
+            return metrics.ratio_sampler(hit * y, y if metric == "recall" else hit)
         raise TaskError(f"no bootstrap for binary metric {metric!r}")
 
     def output_types(self) -> dict[str, str]:

@@ -1,0 +1,279 @@
+"""Does `ctloop monitor` retrain when, and only when, the champion is doing worse?
+
+Setup: a random 30,000-row sample of the built-in flights table (all of 2013, the demo's
+features, label = arrived > 15 min late) written as a user's CSV without a time column. The
+champion is trained with ctloop on 60% of it (one fixed XGBoost trial, in a temporary MLflow
+store); the other 40% (the pool) is never seen by it. Scenarios of ~1,000 rows are made from
+the pool, each monitored as a file once with its label column and once without:
+
+  same           same-distribution samples (12 seeds each way);
+  scaled         a numeric column rescaled or moved (distance x1.5, temp +15, dep hour +4 / +8,
+                 wind speed x3);
+  dominated      90% of a categorical column set to one value (carrier, origin, dest), or its
+                 values shuffled between rows (carrier);
+  subpopulation  real rows of one kind only (summer, winter, evening, morning, late, short
+                 flights, rain, carrier EV);
+  flipped        15% / 30% of the labels flipped (concept shift: the features do not move).
+
+Truth, from the hidden labels: the champion's roc_auc (its primary metric) on the scenario's
+rows against its roc_auc on the whole pool; harm = a drop of more than the tolerance (0.03).
+The monitor never sees the pool: it judges against the champion's own holdout.
+
+    PYTHONPATH=src .venv/bin/python -m bench.bench_decisions [--rows 30000] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from bench.common import write_result
+
+TOLERANCE = 0.03
+SAMPLE = 1000
+SAME_SEEDS = 12
+TARGET = "arr_delayed"
+
+
+def _table(rows: int) -> pd.DataFrame:
+    from ctloop.data import FLIGHTS_FEATURES, load_flights
+
+    frame, _ = load_flights()
+    return frame[[*FLIGHTS_FEATURES, TARGET]].sample(rows, random_state=0).reset_index(drop=True)
+
+
+def _config(folder: Path) -> Path:
+    from ctloop.data import FLIGHTS_FEATURES
+
+    body = {
+        "name": "bench-decisions",
+        "data": {"source": "table.csv", "target": TARGET,
+                 "features": {"include": list(FLIGHTS_FEATURES)}},
+        "training": {"plots": False, "n_jobs": 1, "candidates": {"xgboost": {
+            "trials": 1, "search": {"n_estimators": [200], "max_depth": [6],
+                                    "learning_rate": [0.1]}}}},
+        "gate": {"invariance": [], "latency_budget_ms": 1000},  # a shared machine
+    }  # fmt: skip
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def _scenarios(pool: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
+    """name -> (kind, rows with labels)."""
+    rng = np.random.default_rng(7)
+
+    def sample(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+        return frame.sample(min(SAMPLE, len(frame)), random_state=seed).reset_index(drop=True)
+
+    def changed(seed: int, fn: Callable[[pd.DataFrame], None]) -> pd.DataFrame:
+        out = sample(pool, seed)
+        fn(out)
+        return out
+
+    def dominated(column: str, value: str) -> Callable[[pd.DataFrame], None]:
+        def apply(frame: pd.DataFrame) -> None:
+            frame[column] = np.where(rng.random(len(frame)) < 0.9, value, frame[column])
+        return apply
+
+    def flipped(share: float) -> Callable[[pd.DataFrame], None]:
+        def apply(frame: pd.DataFrame) -> None:
+            flip = rng.random(len(frame)) < share
+            frame.loc[flip, TARGET] = 1 - frame.loc[flip, TARGET]
+        return apply
+
+    out: dict[str, tuple[str, pd.DataFrame]] = {}
+    for seed in range(SAME_SEEDS):
+        out[f"same-{seed:02d}"] = ("same", sample(pool, 100 + seed))
+    out["distance x1.5"] = ("scaled", changed(1, lambda f: f.__setitem__(
+        "distance", f["distance"] * 1.5)))
+    out["temp +15"] = ("scaled", changed(2, lambda f: f.__setitem__("temp", f["temp"] + 15)))
+    out["dep hour +4"] = ("scaled", changed(3, lambda f: f.__setitem__(
+        "sched_dep_hour", (f["sched_dep_hour"] + 4).clip(upper=23))))
+    out["dep hour +8"] = ("scaled", changed(11, lambda f: f.__setitem__(
+        "sched_dep_hour", (f["sched_dep_hour"] + 8).clip(upper=23))))
+    out["wind speed x3"] = ("scaled", changed(12, lambda f: f.__setitem__(
+        "wind_speed", f["wind_speed"] * 3)))
+    out["carrier 90% EV"] = ("dominated", changed(4, dominated("carrier", "EV")))
+    out["carrier shuffled"] = ("dominated", changed(13, lambda f: f.__setitem__(
+        "carrier", rng.permutation(f["carrier"].to_numpy()))))
+    out["origin 90% LGA"] = ("dominated", changed(5, dominated("origin", "LGA")))
+    out["dest 90% ATL"] = ("dominated", changed(6, dominated("dest", "ATL")))
+    months = pool["month"].astype(int)
+    for name, rows in {"summer (Jun-Aug)": months.between(6, 8),
+                       "winter (Dec-Feb)": months.isin([12, 1, 2]),
+                       "evening (dep >= 17h)": pool["sched_dep_hour"] >= 17,
+                       "morning (dep < 9h)": pool["sched_dep_hour"] < 9,
+                       "rain (precip > 0)": pool["precip"] > 0,
+                       "carrier EV only": pool["carrier"] == "EV",
+                       "late (dep >= 20h)": pool["sched_dep_hour"] >= 20,
+                       "short (< 300 miles)": pool["distance"] < 300}.items():  # fmt: skip
+        out[name] = ("subpopulation", sample(pool[rows.to_numpy()], 8))
+    out["labels 15% flipped"] = ("flipped", changed(9, flipped(0.15)))
+    out["labels 30% flipped"] = ("flipped", changed(10, flipped(0.30)))
+    return out
+
+
+def _truth(model, frame: pd.DataFrame, pool_auc: float) -> dict[str, float]:
+    from sklearn.metrics import roc_auc_score
+
+    auc = float(roc_auc_score(frame[TARGET], model.scores(frame)))
+    return {"realised_roc_auc": auc, "drop": pool_auc - auc,
+            "harmful": bool(pool_auc - auc > TOLERANCE)}
+
+
+def run(rows: int, folder: Path) -> dict[str, Any]:
+    from ctloop import loop, tracking
+    from ctloop.config import load_config
+    from ctloop.monitor.reference import load_champion
+
+    table = _table(rows)
+    cut = int(0.6 * len(table))
+    table.iloc[:cut].to_csv(folder / "table.csv", index=False)
+    pool = table.iloc[cut:].reset_index(drop=True)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
+    os.chdir(folder)
+    tracking.configure()
+    cfg = load_config(_config(folder))
+    started = time.perf_counter()
+    _, decision = loop.run(cfg)
+    assert decision.promoted, decision.to_markdown()
+    train_s = time.perf_counter() - started
+    model = load_champion(cfg)[1]
+    pool_auc = float(__import__("sklearn.metrics").metrics.roc_auc_score(
+        pool[TARGET], model.scores(pool)))
+    results = []
+    for name, (kind, frame) in _scenarios(pool).items():
+        truth = _truth(model, frame, pool_auc)
+        for labelled in (True, False):
+            path = folder / "current.csv"
+            (frame if labelled else frame.drop(columns=[TARGET])).to_csv(path, index=False)
+            t0 = time.perf_counter()
+            result = loop.monitor(cfg, current=str(path))
+            seconds = time.perf_counter() - t0
+            realised = {c["metric"]: c for c in result.performance.get("realised", [])}
+            estimated = {c["metric"]: c for c in result.performance.get("estimated", [])}
+            row = {"scenario": name, "kind": kind, "labels": labelled, **truth,
+                   "decision": result.decision, "rule": result.rule,
+                   "monitor_roc_auc": realised.get("roc_auc", {}).get("observed"),
+                   "estimated_roc_auc": estimated.get("roc_auc", {}).get("observed"),
+                   "expected_roc_auc": (realised or estimated).get("roc_auc", {}).get(
+                       "expected"),
+                   "prediction_effect": (result.prediction_drift or {}).get("score"),
+                   "drift_share": result.drift_share, "seconds": round(seconds, 1)}  # fmt: skip
+            results.append(row)
+            print(f"{name:22s} {'labels' if labelled else 'no labels':9s} "
+                  f"truth auc {truth['realised_roc_auc']:.3f} (drop {truth['drop']:+.3f}"
+                  f"{' HARM' if truth['harmful'] else ''}) -> {result.decision} "
+                  f"({result.rule}) est {row['estimated_roc_auc'] or float('nan'):.3f} "
+                  f"pred {row['prediction_effect'] or 0:.3f} {seconds:.1f}s", flush=True)
+    return {"rows": rows, "pool_rows": len(pool), "pool_roc_auc": pool_auc,
+            "holdout_roc_auc": decision.challenger.get("roc_auc"), "tolerance": TOLERANCE,
+            "train_seconds": round(train_s, 1), "scenarios": results,
+            "summary": summarise(results)}  # fmt: skip
+
+
+def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Confusion counts per labels / no labels over the shifted scenarios, and the
+    same-distribution samples on their own (their realised drop is noise by construction:
+    one above the tolerance is chance, and the monitor must not act on it)."""
+    out: dict[str, Any] = {}
+    for labelled in (True, False):
+        key = "labels" if labelled else "no_labels"
+        rows = [r for r in results if r["labels"] == labelled]
+        shifted = [r for r in rows if r["kind"] != "same"]
+        same = [r for r in rows if r["kind"] == "same"]
+
+        def count(subset: list[dict[str, Any]], harmful: bool, acted: bool) -> int:
+            return sum(r["harmful"] == harmful and (r["decision"] == "retrain") == acted
+                       for r in subset)  # fmt: skip
+
+        out[key] = {
+            "harm_retrain": count(shifted, True, True),
+            "harm_no_action": count(shifted, True, False),
+            "calm_retrain": count(shifted, False, True),
+            "calm_no_action": count(shifted, False, False),
+            "same_retrains": sum(r["decision"] == "retrain" for r in same),
+            "same_samples": len(same),
+            "same_drop_above_tolerance_by_chance": sum(r["harmful"] for r in same),
+        }
+    covariate = [r for r in results if not r["labels"] and r["harmful"]
+                 and r["kind"] not in ("flipped", "same")]  # fmt: skip
+    out["no_labels_covariate_harm_flagged"] = (sum(r["decision"] == "retrain" for r in covariate),
+                                               len(covariate))
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    summary = result["summary"]
+    lines = [f"Champion roc_auc: {result['holdout_roc_auc']:.3f} on its holdout, "
+             f"{result['pool_roc_auc']:.3f} on the {result['pool_rows']:,} unseen pool rows "
+             f"(the truth's reference); harm = realised drop > {result['tolerance']}.", "",
+             "| shifted scenarios | harmful: retrain | harmful: no action | not harmful: "
+             "retrain | not harmful: no action |", "|---|---|---|---|---|"]
+    for key, title in (("labels", "with labels"), ("no_labels", "without labels")):
+        s = summary[key]
+        lines.append(f"| {title} | {s['harm_retrain']} | {s['harm_no_action']} | "
+                     f"{s['calm_retrain']} | {s['calm_no_action']} |")
+    lines += ["", "| same-distribution samples | retrains | realised drop > tolerance by "
+              "chance |", "|---|---|---|"]
+    for key, title in (("labels", "with labels"), ("no_labels", "without labels")):
+        s = summary[key]
+        lines.append(f"| {title} | {s['same_retrains']}/{s['same_samples']} | "
+                     f"{s['same_drop_above_tolerance_by_chance']} |")
+    flagged, total = summary["no_labels_covariate_harm_flagged"]
+    lines.append(f"\nHarmful covariate-shift scenarios flagged without labels: {flagged}/{total}")
+    lines += ["", "| scenario | realised roc_auc (drop) | with labels | without labels |",
+              "|---|---|---|---|"]
+    by_name: dict[str, dict[bool, dict[str, Any]]] = {}
+    for r in result["scenarios"]:
+        by_name.setdefault(r["scenario"], {})[r["labels"]] = r
+    for name, pair in by_name.items():
+        r = pair[True]
+        if r["kind"] == "same":
+            continue
+        lines.append(f"| {name} | {r['realised_roc_auc']:.3f} ({r['drop']:+.3f}"
+                     f"{', harm' if r['harmful'] else ''}) | {r['decision']} ({r['rule']}) | "
+                     f"{pair[False]['decision']} ({pair[False]['rule']}) |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=30_000)
+    parser.add_argument("--keep", type=Path, default=None, help="work folder to keep")
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help="re-summarise a saved bench/results/bench_decisions.json")
+    args = parser.parse_args()
+    if args.from_json:
+        import json
+
+        saved = json.loads(args.from_json.read_text())
+        saved["summary"] = summarise(saved["scenarios"])
+        print(markdown(saved))
+        return
+    folder = Path(args.keep or tempfile.mkdtemp(prefix="ctloop-bench-decisions-")).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    cwd = Path.cwd()
+    try:
+        result = run(args.rows, folder)
+    finally:
+        os.chdir(cwd)
+        if args.keep is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    write_result("bench_decisions", result)
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
