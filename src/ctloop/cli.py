@@ -372,35 +372,37 @@ def demo(config: ConfigOption = DEFAULT_CONFIG_PATH,
 
     report = demo_module.run_demo(_load(config), narrate, keep_serving=keep_serving)
     facts = report.facts
-    table = Table(title="ctloop demo: the loop closed")
+    v1, v2 = facts["v1"], facts.get("v2")
+    closed = v2 is not None and v2["promoted"]
+    table = Table(title="ctloop demo: " + ("the loop closed" if closed else
+                                           "no new champion was needed" if v2 is None else
+                                           "the retrained challenger was rejected"))
     table.add_column("what", style="bold")
     table.add_column("value", overflow="fold")
-    m1, m2 = facts["monitor_1"], facts["monitor_2"]
     name = report.model_name
-    v1, v2 = facts["v1"], facts.get("v2")
-    rows = [
-        ("first champion", f"v{v1['version']} ({v1['trial']}), trained on Jan-Mar, holdout roc_auc "
-                           f"{v1['holdout'].get('roc_auc', float('nan')):.3f} (late March)"),
-        ("Jul-Aug traffic", _monitor_line(m1)),
-    ]
-    if m1["decision"] == "retrain":
-        rows.append(("retrain window", " .. ".join(m1["retrain_window"] or ("", ""))))
-    if v2 is not None:
-        auc = v2["holdout"].get("roc_auc", float("nan"))
-        old_auc = v2["champion_holdout"].get("roc_auc", float("nan"))
-        verdict = "promoted" if v2["promoted"] else f"rejected ({v2['failed_gates']})"
-        rows.append(("retrained", f"v{v2['version']} {verdict}: roc_auc {auc:.3f} vs "
-                     f"v{v1['version']} {old_auc:.3f} on the same recent holdout (improvement "
-                     f"95% CI {v2['interval'].get('lower', 0):+.3f} .. "
-                     f"{v2['interval'].get('upper', 0):+.3f})"))
-    if "drift_to_serving_s" in facts:
-        rows.append(("retrain decision -> new champion serving",
-                     f"{facts['drift_to_serving_s']} s"))
+    rows = [("first champion", f"v{v1['version']} ({v1['trial']}), trained on Jan-Mar, holdout "
+                               f"roc_auc {v1['holdout'].get('roc_auc', float('nan')):.3f} "
+                               "(late March)")]
+    for window in facts["windows"]:
+        m = window["monitor"]
+        rows.append((f"{window['months']} traffic", _monitor_line(m)))
+        if m["decision"] == "retrain" and m.get("retrain_window"):
+            rows.append(("retrain window", " .. ".join(m["retrain_window"])))
+            if v2 is not None:
+                auc = v2["holdout"].get("roc_auc", float("nan"))
+                old_auc = v2["champion_holdout"].get("roc_auc", float("nan"))
+                verdict = "promoted" if v2["promoted"] else f"rejected ({v2['failed_gates']})"
+                rows.append(("retrained", f"v{v2['version']} {verdict}: roc_auc {auc:.3f} vs "
+                             f"v{v1['version']} {old_auc:.3f} on the same recent holdout "
+                             f"(improvement 95% CI {v2['interval'].get('lower', 0):+.3f} .. "
+                             f"{v2['interval'].get('upper', 0):+.3f})"))
+            if "drift_to_serving_s" in facts:
+                rows.append(("retrain decision -> new champion serving",
+                             f"{facts['drift_to_serving_s']} s"))
+    replays = [w["replay"] for w in facts["windows"]]
     rows += [
-        ("Sep-Oct traffic (after the retrain window)", _monitor_line(m2)),
-        ("replayed", f"{facts['replay_1']['rows']:,} + {facts['replay_2']['rows']:,} rows, "
-                     f"failed requests: "
-                     f"{facts['replay_1']['failed'] + facts['replay_2']['failed']}"),
+        ("replayed", " + ".join(f"{r['rows']:,}" for r in replays) + " rows, failed requests: "
+                     f"{sum(r['failed'] for r in replays)}"),
         ("step times (s)", ", ".join(f"{k} {v}" for k, v in report.steps.items())),
         ("server", facts["serving"]),
         ("MLflow UI", f"mlflow ui --backend-store-uri {report.tracking_uri}  (experiments "
