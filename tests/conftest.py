@@ -43,6 +43,7 @@ def make_churn(rows: int = 600, seed: int = 0, shift: float = 0.0) -> pd.DataFra
 SHARED_SESSION_FIXTURES = ("team_stack", "public_champion", "champion_store")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         for name in SHARED_SESSION_FIXTURES:
