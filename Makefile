@@ -24,10 +24,10 @@ lint: install
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/lint-imports
 
-# Two workers: much of the suite waits on subprocesses and servers; tests that share an
-# expensive session fixture stay on one worker (tests/conftest.py), so it is built once.
+# Two workers: much of the suite waits on subprocesses and servers. One file per worker at
+# a time (`loadfile`), so a module's expensive fixtures are built once.
 test: lint
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2 --dist loadfile
 
 # The benchmarks also need the bench group (FLAML, LightGBM, statsmodels); `make test` does not.
 $(VENV)/.installed-bench: $(VENV)/.installed

@@ -38,20 +38,6 @@ def make_churn(rows: int = 600, seed: int = 0, shift: float = 0.0) -> pd.DataFra
     return frame
 
 
-# Session fixtures that take a minute to build (a trained champion, the team-server stack):
-# under `pytest -n 2` (make test) the tests that use one run on the same worker.
-SHARED_SESSION_FIXTURES = ("team_stack", "public_champion", "champion_store")
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        for name in SHARED_SESSION_FIXTURES:
-            if name in getattr(item, "fixturenames", ()):
-                item.add_marker(pytest.mark.xdist_group(name))
-                break
-
-
 SMALL_TRAINING = {
     "plots": False,
     "candidates": {
