@@ -240,7 +240,7 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
         logging_started = time.perf_counter()
         result.trials[:training.logged_models] = _log_models(
             run, result.trials[:training.logged_models], finished, pool, encoder, task,
-            arrays[3], example, training.plots, workdir, rows["train"] + rows["validation"],
+            arrays[3], example, training.plots, rows["train"] + rows["validation"],
             rows["train"])
         result.phases["log_best_models"] = round(time.perf_counter() - logging_started, 2)
         run.mark_best(result.best.run_id, metric, result.best.metrics[metric])
@@ -287,7 +287,7 @@ def _run_search(search: Search, pool: _Pool, metric: str, budget: float | None,
 def _log_models(run: tracking.TrainingRun, best: list[TrialResult],
                 finished: dict[str, _Finished], pool: _Pool, encoder: FeatureEncoder,
                 task: Task, y_val: np.ndarray, example: Any, plots: bool,
-                workdir: str, fitted_rows: int, train_rows: int) -> list[TrialResult]:
+                fitted_rows: int, train_rows: int) -> list[TrialResult]:
     """Plots (of the validation scores; rendered in the workers, side by side) and the
     pyfunc models of the best trials, the very best refitted on training + validation rows
     first: it is the one `ctloop select` gates. Refitting the others too would cost a fit
@@ -301,7 +301,7 @@ def _log_models(run: tracking.TrainingRun, best: list[TrialResult],
         names = list(encoder.feature_names)
         for trial in best:
             outcome = finished[trial.name]
-            folder = str(Path(workdir) / trial.name / "plots")
+            folder = str(Path(pool.local_data) / trial.name / "plots")
             rendering[trial.name] = pool.submit_local(
                 _render_plots, outcome.task, folder, y_val, outcome.scores, names,
                 outcome.importance)
