@@ -224,7 +224,10 @@ def start(root: Path, workers: int = 2, timeout: float = 180.0) -> TeamStack:
                       "MLFLOW_AUTH_ADMIN_PASSWORD": stack.admin_password,
                       # CSRF key of the auth app's forms; the same for every worker.
                       "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32),
-                      "MLFLOW_DISABLE_TELEMETRY": "true"}
+                      "MLFLOW_DISABLE_TELEMETRY": "true",
+                      # MLflow 3's GenAI job runner: seven huey consumer processes polling
+                      # the store, which nothing of ctloop's uses.
+                      "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         mlflow_log = root / "mlflow-server.log"
         server = _spawn([str(Path(sys.executable).parent / "mlflow"), "server",
                          "--backend-store-uri", stack.dsn("mlflow"),

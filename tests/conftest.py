@@ -15,6 +15,30 @@ import yaml
 from ctloop.config import Config, load_config
 
 REPO = Path(__file__).resolve().parents[1]
+_EMPTY_STORE: list[Path] = []
+
+
+def new_store(folder: Path) -> str:
+    """The URI of a SQLite store in `folder`: a copy of one empty store made (and migrated
+    by MLflow) once per test process, since creating the tables takes a second or two."""
+    import shutil
+    import tempfile
+
+    target = folder / "mlflow.db"
+    if not target.exists():
+        if not _EMPTY_STORE:
+            template = Path(tempfile.mkdtemp(prefix="ctloop-empty-store-")) / "mlflow.db"
+            from mlflow import MlflowClient
+
+            MlflowClient(f"sqlite:///{template}").search_experiments()
+            _EMPTY_STORE.append(template)
+        shutil.copyfile(_EMPTY_STORE[0], target)
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(target)) as db, db:  # as MLflow would set it
+            db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                       (str(folder / "mlruns" / "0"),))
+    return f"sqlite:///{target}"
 
 
 def make_churn(rows: int = 600, seed: int = 0, shift: float = 0.0) -> pd.DataFrame:
@@ -78,7 +102,7 @@ def flights_small_config(tmp_path: Path) -> Path:
 @pytest.fixture
 def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh SQLite tracking store with artifacts under tmp_path, used by this test only."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)  # default artifact root (./mlruns) lands in tmp_path
     from ctloop import tracking
@@ -99,7 +123,7 @@ def store_in(folder: Path) -> Iterator[str]:
     """
     from ctloop import tracking
 
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = new_store(folder)
     old_env, old_cwd = os.environ.get("MLFLOW_TRACKING_URI"), os.getcwd()
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.chdir(folder)

@@ -8,8 +8,8 @@ On disk (the pyfunc model's data folder):
   estimator.skops   scikit-learn families, loaded with an explicit allowlist of types
 
 MLflow loads it through `loader_module="ctloop.model"` (`_load_pyfunc`), so this module never
-imports MLflow, and a single-row predict is one encode plus one booster call (or, for the
-scikit-learn families, a few numpy calls on arrays built at load time: ctloop.predictors).
+imports MLflow, and a single-row predict is one encode plus a few numpy calls on arrays built
+at load time (ctloop.predictors), or one LightGBM booster call.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from ctloop.features import FeatureEncoder
 from ctloop.model import TabularModel, _load_pyfunc
 from ctloop.tasks import BinaryTask, MulticlassTask, RegressionTask
 
-SKLEARN_FAMILIES = [f for f in FAMILIES if f not in ("xgboost", "lightgbm")]
+FAST_FAMILIES = [f for f in FAMILIES if f != "lightgbm"]  # LightGBM's own predict is fast
 TASKS = ["binary", "multiclass", "regression"]
 PARAMS = {"xgboost": {"n_estimators": 20, "max_depth": 3},
           "lightgbm": {"n_estimators": 20, "num_leaves": 7},
@@ -112,7 +112,7 @@ def assert_same(family: str, got: np.ndarray, expected: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("task", TASKS)
-@pytest.mark.parametrize("family", SKLEARN_FAMILIES)
+@pytest.mark.parametrize("family", FAST_FAMILIES)
 def test_fast_path_equals_the_estimator(fitted, table, family, task):
     model = fitted[family, task]
     assert model.fast is not None, "no fast predictor was built"
@@ -140,12 +140,40 @@ def test_large_tree_batches_go_to_the_estimator(fitted, table):
     assert fitted["linear", "binary"].fast.accepts(X)  # linear is fast at every size
 
 
-def test_boosters_keep_their_own_predict(fitted, table):
+def test_lightgbm_keeps_its_own_predict(fitted, table):
     X = scoring_rows(table[1], 5, seed=1)
-    xgb, lgb = fitted["xgboost", "binary"], fitted["lightgbm", "binary"]
-    assert xgb.fast is None and lgb.fast is None
-    np.testing.assert_array_equal(xgb.scores_encoded(X), xgb.estimator.inplace_predict(X))
+    lgb = fitted["lightgbm", "binary"]
+    assert lgb.fast is None
     np.testing.assert_array_equal(lgb.scores_encoded(X), lgb.estimator.predict(X))
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_xgboost_fast_path_equals_an_early_stopped_deep_booster(table, task):
+    """Deeper trees, several hundred rounds cut at the best one, odd inputs: still exact."""
+    train, encoder, X = table
+    y = train[f"y_{task}"].to_numpy()
+    params = {"max_depth": 8, "learning_rate": 0.05, "min_child_weight": 0.5}
+    fitted = fit_estimator(Trial(0, "xgboost", params, 3), task, X[:1000], y[:1000],
+                           encoder.categorical_indices, validation=(X[1000:], y[1000:]))
+    model = TabularModel(encoder, native_model(fitted, "xgboost"), "xgboost",
+                         TASK_OBJECTS[task])
+    assert model.fast is not None and model.fast.n_trees > 20
+    rows = scoring_rows(encoder, predictors.TREE_MAX_ROWS, seed=5)
+    rows[2:9] *= np.float32(1e-3)  # values near the split points' float32 neighbours
+    np.testing.assert_array_equal(model.fast(rows), predictors.estimator_scores(
+        model.estimator, model.task, rows))
+
+
+def test_xgboost_objectives_without_a_fast_path_fall_back(table):
+    import xgboost as xgb
+
+    train, encoder, X = table
+    booster = xgb.train({"objective": "binary:logitraw", "max_depth": 3, "nthread": 1},
+                        xgb.DMatrix(X, label=train["y_binary"]), num_boost_round=5)
+    model = TabularModel(encoder, booster, "xgboost", TASK_OBJECTS["binary"])
+    assert model.fast is None
+    rows = scoring_rows(encoder, 4, seed=2)
+    np.testing.assert_array_equal(model.scores_encoded(rows), booster.inplace_predict(rows))
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -154,7 +182,7 @@ def test_pyfunc_round_trip_uses_the_fast_path(fitted, table, family, task, tmp_p
     model = fitted[family, task]
     model.save(tmp_path / "m")
     loaded = _load_pyfunc(str(tmp_path / "m"))
-    assert (loaded.fast is None) == (family in ("xgboost", "lightgbm"))
+    assert (loaded.fast is None) == (family == "lightgbm")
     raw = make_table(40, seed=11)[COLUMNS]
     raw.loc[0, "city"] = "never-seen-city"
     raw.loc[1, "x1"] = np.nan
@@ -204,7 +232,7 @@ def test_a_disagreeing_predictor_is_not_used(fitted, monkeypatch, caplog):
 
 ONE_KIND = [
     pytest.param(family, columns, id=f"{family}-{name}")
-    for family in SKLEARN_FAMILIES
+    for family in FAST_FAMILIES
     for name, columns in (("only-numeric", ["x1", "x2", "x3"]),
                           ("only-categorical", ["city", "plan"]))
 ]
@@ -219,7 +247,9 @@ def test_tables_with_one_kind_of_column_get_a_fast_path_too(family, columns):
     X = encoder.encode_frame(train)
     estimator = fit_estimator(Trial(0, family, dict(PARAMS[family]), 1), "multiclass", X,
                               train["y_multiclass"].to_numpy(), encoder.categorical_indices)
-    model = TabularModel(encoder, estimator, family, TASK_OBJECTS["multiclass"])
+    model = TabularModel(encoder, native_model(estimator, family), family,
+                         TASK_OBJECTS["multiclass"])
     assert model.fast is not None, "no fast predictor was built"
     rows = encoder.encode_frame(make_table(50, seed=4))
-    assert_same(family, model.fast(rows), estimator.predict_proba(rows))
+    assert_same(family, model.fast(rows), predictors.estimator_scores(
+        model.estimator, model.task, rows))

@@ -80,6 +80,16 @@ def pin_threads() -> None:
     threadpool_limits(threads)
 
 
+def freeze_heap() -> None:
+    """Move everything loaded so far (MLflow, pandas, scikit-learn, the model: about a million
+    objects) out of the garbage collector's sight. A full collection otherwise walks all of
+    them every few thousand requests, a pause of tens of milliseconds that shows as the p99."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def build_app(cfg: Config, token: str | None = None) -> ScoringApp:
     """Load the current champion and wire the follower and capture writer around it."""
     source = ChampionSource(cfg.name)
@@ -106,6 +116,7 @@ def app_from_environment() -> ScoringApp:
     cfg = Config.model_validate_json(os.environ[CONFIG_ENV])
     app = build_app(cfg, os.environ.get(TOKEN_ENV) or None)
     pin_threads()  # after the load: the model's libraries are loaded now
+    freeze_heap()
     return app
 
 
@@ -128,6 +139,7 @@ def run(cfg: Config, host: str, port: int, workers: int,
     if workers == 1:
         app = build_app(cfg, token)
         pin_threads()  # after the load: the model's libraries are loaded now
+        freeze_heap()
         current = app.holder.current
         if announce:
             announce(f"serving {current.name} version {current.version} on "
