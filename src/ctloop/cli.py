@@ -108,8 +108,10 @@ def _render_ranking(result) -> None:
                   f"{result.run_id})", highlight=False)
     why = ("the time budget (training.time_budget)" if result.stopped_by == "time_budget"
            else "the trial limit (training.trials, candidates.<family>.trials)")
+    ranked = (f"{result.cv_folds}-fold cross-validation on the training + validation rows "
+              "(training.cv_folds)" if result.cv_folds else "the validation split")
     out.print(f"search: {len(result.trials)} trials in {result.search_seconds:.1f} s, "
-              f"stopped by {why}", highlight=False)
+              f"stopped by {why}; ranked by {ranked}", highlight=False)
     out.print(f"rows: {result.rows}  window: {result.window[0]} .. {result.window[1]}  "
               f"wall time: {result.seconds:.1f} s")
 

@@ -151,6 +151,12 @@ class TrainingConfig(_Section):
     # Trials that get a logged pyfunc model and plots: the best `logged_models` by the primary
     # metric (the best always); every trial gets its child run with params and metrics.
     logged_models: int = Field(default=3, ge=1)
+    # Trials ranked by k-fold cross-validation on the training + validation rows instead of
+    # the one validation split. None: 5 folds for tables without a time column and at most
+    # `ctloop.train.CV_MAX_ROWS` such rows (where one split is too few rows to rank on),
+    # else off; 0: never; k >= 2: always k folds (not with a time column: the folds would
+    # train on the future).
+    cv_folds: int | None = Field(default=None, ge=0)
     candidates: dict[str, CandidateConfig] = Field(default_factory=_default_candidates)
     plots: bool = True
 

@@ -7,6 +7,12 @@ worker is free and writes each finished trial's child run (params and metrics, o
 while the others fit. Only the best `training.logged_models` trials get plots and a logged
 pyfunc model, at the end: logging a model costs about as much as fitting a small one, and a
 trial that cannot be chosen needs none.
+
+On small tables without a time column a trial is ranked by k-fold cross-validation over the
+training + validation rows (`training.cv_folds`): a 15% validation split of a few hundred
+rows ranks trials by noise. Each fold's boosting rounds stop early on a tenth of that fold's
+own training rows (never on the rows it is scored on), and the trial's model is then fitted
+on all the rows with the median of the folds' rounds.
 """
 
 from __future__ import annotations
@@ -48,7 +54,10 @@ from ctloop.tasks import Task, TaskError
 log = logging.getLogger(__name__)
 
 STOPPED_BY_TRIALS, STOPPED_BY_TIME = "trials", "time_budget"
-_ARRAY_NAMES = ("X_train", "y_train", "X_val", "y_val")
+_ARRAY_NAMES = ("X_train", "y_train", "X_val", "y_val", "folds")
+CV_MAX_ROWS = 5_000  # training + validation rows up to which `cv_folds: null` cross-validates
+CV_DEFAULT_FOLDS = 5
+_EARLY_STOPPING_SHARE = 10  # every 10th training row of a fold is its early-stopping set
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,7 @@ class TrainResult:
     notes: dict[str, str] = field(default_factory=dict)  # how other columns are used
     stopped_by: str = STOPPED_BY_TRIALS  # what ended the search: "trials" or "time_budget"
     search_seconds: float = 0.0
+    cv_folds: int = 0  # > 0: trials ranked by cross-validation instead of the validation split
 
     @property
     def best(self) -> TrialResult:
@@ -93,7 +103,7 @@ class _Finished:
     trial: Trial
     record: tracking.TrialRecord
     task: Task  # with the threshold fitted on this trial's validation scores
-    scores: np.ndarray  # validation scores
+    scores: np.ndarray  # validation scores (out-of-fold scores of every row, with folds)
     importance: np.ndarray
 
 
@@ -115,23 +125,29 @@ def _arrays(data: str | tuple) -> tuple[np.ndarray, ...]:
 def _run_trial(trial: Trial, encoder: FeatureEncoder, data: str | tuple, task: Task,
                workdir: str, deadline: float | None) -> _Finished:
     """Fit and score one trial (in a worker): everything but the MLflow calls."""
-    X_train, y_train, X_val, y_val = _arrays(data)
+    X_train, y_train, X_val, y_val, folds = _arrays(data)
+    start = time.perf_counter()
     with threadpool_limits(1):
-        start = time.perf_counter()
-        fitted = fit_estimator(trial, task.kind, X_train, y_train,
-                               encoder.categorical_indices, validation=(X_val, y_val),
-                               deadline=deadline)
-        fit_seconds = time.perf_counter() - start
+        if folds.size:
+            y_val = np.concatenate([y_train, y_val])
+            fitted, scores, rounds = _cross_validate(trial, encoder, task, np.concatenate(
+                [X_train, X_val]), y_val, folds, deadline)
+        else:
+            fitted = fit_estimator(trial, task.kind, X_train, y_train,
+                                   encoder.categorical_indices, validation=(X_val, y_val),
+                                   deadline=deadline)
+            rounds = fitted_rounds(fitted, trial.family)
+    fit_seconds = time.perf_counter() - start
     estimator = native_model(fitted, trial.family)
     model = TabularModel(encoder, estimator, trial.family, task)
-    scores = model.scores_encoded(np.asarray(X_val))
+    if not folds.size:
+        scores = model.scores_encoded(np.asarray(X_val))
     model.task = task.fit_threshold(y_val, scores)
     metrics = model.task.metrics(y_val, scores)
     metrics["fit_seconds"] = fit_seconds
     params = dict(trial.params)
-    rounds = fitted_rounds(fitted, trial.family)
     if rounds is not None:
-        params["n_rounds"] = rounds  # chosen by early stopping on the validation split
+        params["n_rounds"] = rounds  # chosen by early stopping
     folder = Path(workdir) / trial.name
     model.save(folder / tracking.MODEL_DATA_DIR)
     record = tracking.TrialRecord(trial.name, trial.family, params, metrics,
@@ -140,13 +156,75 @@ def _run_trial(trial: Trial, encoder: FeatureEncoder, data: str | tuple, task: T
     return _Finished(trial, record, model.task, scores, importance)
 
 
+def _cross_validate(trial: Trial, encoder: FeatureEncoder, task: Task, X: np.ndarray,
+                    y: np.ndarray, folds: np.ndarray,
+                    deadline: float | None) -> tuple[Any, np.ndarray, int | None]:
+    """Out-of-fold scores of every row, and the trial fitted on all rows with the median of
+    the rounds its folds kept."""
+    scores: np.ndarray | None = None
+    kept = []
+    for k in np.unique(folds):
+        fit_rows, scored = np.flatnonzero(folds != k), folds == k
+        stop = fit_rows[int(k) % _EARLY_STOPPING_SHARE::_EARLY_STOPPING_SHARE]
+        fit_rows = np.setdiff1d(fit_rows, stop, assume_unique=True)
+        fitted = fit_estimator(trial, task.kind, X[fit_rows], y[fit_rows],
+                               encoder.categorical_indices, validation=(X[stop], y[stop]),
+                               deadline=deadline)
+        fold_model = TabularModel(encoder, native_model(fitted, trial.family), trial.family,
+                                  task)
+        fold_scores = fold_model.scores_encoded(np.asarray(X[scored]))
+        if scores is None:
+            scores = np.empty((len(y), *fold_scores.shape[1:]), dtype=np.float64)
+        scores[scored] = fold_scores
+        kept.append(fitted_rounds(fitted, trial.family))
+    rounds = None if kept[0] is None else int(np.median(kept))
+    final = fit_estimator(refit_trial(trial, rounds), task.kind, X, y,
+                          encoder.categorical_indices)
+    return final, scores, rounds
+
+
+def cv_folds(cfg: Config, dataset: Dataset, rows: int) -> int:
+    """How many folds rank the trials (0: the validation split does)."""
+    wanted = cfg.training.cv_folds
+    if wanted is None:
+        small = dataset.time_column is None and rows <= CV_MAX_ROWS
+        return CV_DEFAULT_FOLDS if small else 0
+    if wanted == 1:
+        raise ConfigError("training.cv_folds: 1 fold is no cross-validation; use 0 (the "
+                          "validation split) or 2 or more folds")
+    if wanted and dataset.time_column:
+        raise ConfigError(f"training.cv_folds: {wanted} folds would train on rows later "
+                          f"than those they score (data.time_column '{dataset.time_column}' "
+                          "orders the rows); use 0 or remove the time column")
+    return wanted
+
+
+def _fold_ids(task: Task, y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Each training + validation row's fold (stratified by class for classification)."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    ids = np.empty(len(y), dtype=np.int8)
+    if task.kind == "regression":
+        splitter = KFold(folds, shuffle=True, random_state=seed).split(y)
+    else:
+        least = int(np.bincount(y.astype(np.int64)).min(initial=len(y)))
+        if least < folds:
+            raise ConfigError(f"training.cv_folds: {folds} folds need at least {folds} rows "
+                              f"of every class in the training and validation rows (the "
+                              f"rarest has {least}); use fewer folds or 0")
+        splitter = StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y)
+    for k, (_, scored) in enumerate(splitter):
+        ids[scored] = k
+    return ids
+
+
 def _refit(trial: Trial, encoder: FeatureEncoder, data: str, task: Task,
            model_dir: str) -> str:
     """Fit a chosen trial again on the training and validation rows together (its rounds as
     early stopping chose them, its threshold as fitted on validation) and save it in place
     of the model fitted on the training rows alone: the logged model learns from every row
     the gate does not hold out."""
-    X_train, y_train, X_val, y_val = _arrays(data)
+    X_train, y_train, X_val, y_val, _ = _arrays(data)
     X, y = np.concatenate([X_train, X_val]), np.concatenate([y_train, y_val])
     with threadpool_limits(1):
         fitted = fit_estimator(trial, task.kind, X, y, encoder.categorical_indices)
@@ -177,8 +255,13 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
         raise ConfigError(str(exc)) from None
     encoder = FeatureEncoder.fit(splits.train.frame, dataset.feature_columns, dataset.kinds,
                                  cfg.data.features.max_categories)
+    rows_fitted = len(splits.train.frame) + len(splits.validation.frame)
+    folds = cv_folds(cfg, dataset, rows_fitted)
+    y_fitted = np.concatenate([splits.train.y, splits.validation.y])
     arrays = (encoder.encode_frame(splits.train.frame), splits.train.y,
-              encoder.encode_frame(splits.validation.frame), splits.validation.y)
+              encoder.encode_frame(splits.validation.frame), splits.validation.y,
+              _fold_ids(task, y_fitted, folds, cfg.training.seed) if folds
+              else np.zeros(0, dtype=np.int8))
     example = splits.validation.X.head(3).reset_index(drop=True)
     window = dataset.window_bounds()
     rows = {"train": len(splits.train.frame), "validation": len(splits.validation.frame),
@@ -196,13 +279,15 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
     training = cfg.training
     params = {"max_trials": training.trials, "time_budget": training.time_budget,
               "logged_models": training.logged_models, "primary_metric": metric,
+              "cv_folds": folds,
               "task": task.kind, "features": ",".join(dataset.feature_columns),
               "target": dataset.target, **{f"rows_{k}": v for k, v in rows.items()}}
     if task.kind == "binary":
         params["positive_label"] = task.positive_label
     result = TrainResult("", cfg.name, metric, task=task.describe(),
                          task_reason=dataset.task_reason, window=window, rows=rows,
-                         excluded=dict(dataset.excluded), notes=dict(dataset.notes))
+                         excluded=dict(dataset.excluded), notes=dict(dataset.notes),
+                         cv_folds=folds)
     with (
         tempfile.TemporaryDirectory(prefix="ctloop-train-") as workdir,
         tracking.training_run(cfg.name, f"train-{time.strftime('%Y%m%d-%H%M%S')}", params,
@@ -240,8 +325,8 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
         logging_started = time.perf_counter()
         result.trials[:training.logged_models] = _log_models(
             run, result.trials[:training.logged_models], finished, pool, encoder, task,
-            arrays[3], example, training.plots, rows["train"] + rows["validation"],
-            rows["train"])
+            y_fitted if folds else splits.validation.y, example, training.plots,
+            rows_fitted, rows_fitted if folds else rows["train"])
         result.phases["log_best_models"] = round(time.perf_counter() - logging_started, 2)
         run.mark_best(result.best.run_id, metric, result.best.metrics[metric])
         run.log_search(result.stopped_by, len(result.trials), result.search_seconds)
@@ -291,11 +376,14 @@ def _log_models(run: tracking.TrainingRun, best: list[TrialResult],
     """Plots (of the validation scores; rendered in the workers, side by side) and the
     pyfunc models of the best trials, the very best refitted on training + validation rows
     first: it is the one `ctloop select` gates. Refitting the others too would cost a fit
-    each for models that are only kept for comparison."""
+    each for models that are only kept for comparison. Cross-validated trials were fitted
+    on all those rows already (`train_rows == fitted_rows`)."""
     first = finished[best[0].name]
-    chosen = refit_trial(first.trial, first.record.params.get("n_rounds"))
-    refit = pool.submit_local(_refit, chosen, encoder, pool.local_data, first.task,
-                              str(first.record.model_dir))
+    refit = None
+    if train_rows < fitted_rows:
+        chosen = refit_trial(first.trial, first.record.params.get("n_rounds"))
+        refit = pool.submit_local(_refit, chosen, encoder, pool.local_data, first.task,
+                                  str(first.record.model_dir))
     rendering = {}
     if plots:
         names = list(encoder.feature_names)
@@ -307,7 +395,7 @@ def _log_models(run: tracking.TrainingRun, best: list[TrialResult],
                 outcome.importance)
     uris = {}
     for trial in [*best[1:], best[0]]:  # the others are logged while the best is refitted
-        if trial is best[0]:
+        if trial is best[0] and refit is not None:
             refit.result()
         plot_dir = Path(rendering[trial.name].result()) if trial.name in rendering else None
         uris[trial.name] = run.log_trial_model(

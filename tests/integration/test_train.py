@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 
 from ctloop import loop
-from ctloop.config import load_config
+from ctloop.config import ConfigError, load_config
 from tests.conftest import make_churn, write_config
 
 CTLOOP = [sys.executable, "-m", "ctloop"]
@@ -158,7 +160,7 @@ def test_search_is_reproducible_and_only_the_best_trials_carry_a_model(tmp_path,
     config = write_config(tmp_path, {
         "name": "churn-search",
         "data": {"source": "churn.csv", "target": "churn", "positive_label": "Yes"},
-        "training": SEARCH})
+        "training": {**SEARCH, "cv_folds": 0}})  # the validation split ranks the trials
     first, again = loop.train(load_config(config)), loop.train(load_config(config))
     assert first.stopped_by == "trials" and len(first.trials) == 6
 
@@ -184,6 +186,52 @@ def test_search_is_reproducible_and_only_the_best_trials_carry_a_model(tmp_path,
     assert parent.data.metrics["n_trials"] == 6
     decision = loop.select(load_config(config), run_id=first.run_id)
     assert decision.trial_run_id == first.best.run_id
+
+
+@pytest.mark.slow
+def test_small_tables_rank_trials_by_cross_validation(tmp_path, mlflow_store):
+    """700 rows and no time column: every trial is scored out of fold on all training +
+    validation rows, and each logged model is fitted on all of them."""
+    make_churn(700, seed=8).to_csv(tmp_path / "churn.csv", index=False)
+    config = write_config(tmp_path, {
+        "name": "churn-cv",
+        "data": {"source": "churn.csv", "target": "churn", "positive_label": "Yes"},
+        "training": {"plots": False, "logged_models": 2, "candidates": {
+            "xgboost": {"trials": 1}, "linear": {"trials": 1}}}})
+    done = ctloop("train", "--config", str(config), cwd=tmp_path, env_uri=mlflow_store)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ranked by 5-fold cross-validation" in done.stdout
+    client = mlflow.MlflowClient()
+    parent = client.search_runs(
+        [client.get_experiment_by_name("churn-cv").experiment_id],
+        "tags.`ctloop.kind` = 'training'")[0]
+    assert parent.data.params["cv_folds"] == "5"
+    fitted = int(parent.data.params["rows_train"]) + int(parent.data.params["rows_validation"])
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 2
+    for child in children:
+        assert int(child.data.params["model_fitted_rows"]) == fitted
+        if child.data.tags["ctloop.family"] == "xgboost":  # the median of the folds' rounds
+            assert 1 <= int(child.data.params["n_rounds"]) <= 1000
+    decision = loop.select(load_config(config), run_id=parent.info.run_id)
+    assert decision.promoted
+
+
+def test_cross_validation_is_refused_with_a_time_column(tmp_path, mlflow_store):
+    frame = make_churn(300, seed=9)
+    frame["signed_up"] = pd.date_range("2024-01-01", periods=len(frame), freq="D")
+    frame.to_csv(tmp_path / "churn.csv", index=False)
+    config = write_config(tmp_path, {
+        "name": "churn-cv-time",
+        "data": {"source": "churn.csv", "target": "churn", "positive_label": "Yes",
+                 "time_column": "signed_up"},
+        "training": {"cv_folds": 3, "candidates": {"linear": {"trials": 1}}}})
+    with pytest.raises(ConfigError, match=re.escape(
+            "training.cv_folds: 3 folds would train on rows later than those they score")):
+        loop.train(load_config(config))
+    client = mlflow.MlflowClient()
+    assert client.search_experiments(filter_string="name = 'churn-cv-time'") == []
 
 
 @pytest.mark.slow
