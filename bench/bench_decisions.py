@@ -6,7 +6,7 @@ champion is trained with ctloop on 60% of it (one fixed XGBoost trial, in a temp
 store); the other 40% (the pool) is never seen by it. Scenarios of ~1,000 rows are made from
 the pool, each monitored as a file once with its label column and once without:
 
-  same           same-distribution samples (12 seeds each way);
+  same           same-distribution samples (24 seeds each way);
   scaled         a numeric column rescaled or moved (distance x1.5, temp +15, dep hour +4 / +8,
                  wind speed x3);
   dominated      90% of a categorical column set to one value (carrier, origin, dest), or its
@@ -41,7 +41,7 @@ from bench.common import write_result
 
 TOLERANCE = 0.03
 SAMPLE = 1000
-SAME_SEEDS = 12
+SAME_SEEDS = 24  # the acceptance asks for at least 20 calm samples
 TARGET = "arr_delayed"
 
 

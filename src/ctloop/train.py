@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 STOPPED_BY_TRIALS, STOPPED_BY_TIME = "trials", "time_budget"
 _ARRAY_NAMES = ("X_train", "y_train", "X_val", "y_val", "folds")
-CV_MAX_ROWS = 5_000  # training + validation rows up to which `cv_folds: null` cross-validates
+CV_MAX_ROWS = 20_000  # training + validation rows up to which `cv_folds: null` cross-validates
 CV_DEFAULT_FOLDS = 5
 _EARLY_STOPPING_SHARE = 10  # every 10th training row of a fold is its early-stopping set
 
