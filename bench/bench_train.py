@@ -154,13 +154,14 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=REPO / "configs/flights.yaml",
                         help="the config `ctloop train` runs (default: the flights demo)")
     args = parser.parse_args()
+    args.config = args.config.resolve()  # before the chdir below
     warnings.filterwarnings("ignore")
     with tempfile.TemporaryDirectory(prefix="ctloop-bench-train-") as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
         os.chdir(tmp)
         lat = latency(Path(tmp), args.repeats) if args.only != "training" else None
         runs = args.repeats if args.only == "training" else max(1, args.repeats // 2)
-        train = training(runs, args.config.resolve()) if args.only != "latency" else None
+        train = training(runs, args.config) if args.only != "latency" else None
     if lat:
         print(f"{'predict latency (median)':52} {'1 row ms':>10} {'10k rows ms':>12}")
         for name, row in lat["rows"].items():
