@@ -594,7 +594,7 @@ class _XGBoost(_Trees):
 
     def _base_margin(self, text: str) -> np.ndarray:
         """XGBoost stores the base score on the output scale and turns it into a margin."""
-        base = np.asarray(json_floats(text), dtype=np.float32)
+        base = np.asarray(_json_floats(text), dtype=np.float32)
         base = np.broadcast_to(base, (self.k,)).copy() if base.size in (1, self.k) else None
         if base is None:
             raise ValueError("unexpected base_score")
@@ -657,7 +657,7 @@ def _expf(x: np.ndarray) -> np.ndarray:
     return np.asarray(_EXPF(x), dtype=np.float32)
 
 
-def json_floats(text: str) -> list[float]:
+def _json_floats(text: str) -> list[float]:
     """XGBoost's base_score: '5E-1' or '[5E-1,2E-1]'."""
     return [float(v) for v in text.strip("[]").split(",") if v.strip()]
 
