@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import sqlite3
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +24,6 @@ _EMPTY_STORE: list[Path] = []
 def new_store(folder: Path) -> str:
     """The URI of a SQLite store in `folder`: a copy of one empty store made (and migrated
     by MLflow) once per test process, since creating the tables takes a second or two."""
-    import shutil
-    import tempfile
-
     target = folder / "mlflow.db"
     if not target.exists():
         if not _EMPTY_STORE:
@@ -33,8 +33,6 @@ def new_store(folder: Path) -> str:
             MlflowClient(f"sqlite:///{template}").search_experiments()
             _EMPTY_STORE.append(template)
         shutil.copyfile(_EMPTY_STORE[0], target)
-        import sqlite3
-
         with contextlib.closing(sqlite3.connect(target)) as db, db:  # as MLflow would set it
             db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
                        (str(folder / "mlruns" / "0"),))

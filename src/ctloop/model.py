@@ -93,8 +93,6 @@ class TabularModel:
         the prediction. Always float64."""
         if self.fast is not None and self.fast.accepts(X):
             return self.fast(X)
-        if self.family == "xgboost":
-            return np.asarray(self.estimator.inplace_predict(X), dtype=np.float64)
         if self.family == "lightgbm":
             return np.asarray(self.estimator.predict(X, num_threads=1), dtype=np.float64)
         return predictors.estimator_scores(self.estimator, self.task, X)

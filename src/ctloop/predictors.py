@@ -125,7 +125,8 @@ def _build(estimator: Any, task: Task) -> Predictor | None:
 
 def _verify(predictor: Predictor, estimator: Any, task: Task) -> str | None:
     """Compare with the estimator on probe rows: codes, odd numbers, NaN everywhere."""
-    n_features = int(getattr(estimator, "n_features_in_", 0) or _booster_features(estimator))
+    # a booster has no n_features_in_; a tree predictor knows its width
+    n_features = int(getattr(estimator, "n_features_in_", 0) or getattr(predictor, "n_features", 0))
     if n_features <= 0:
         return "unknown number of features"
     rng = np.random.default_rng(0)
@@ -581,23 +582,22 @@ class _XGBoost(_Trees):
         if any(tree["split_type"]) or tree["categories_nodes"]:
             raise ValueError("categorical splits have no fast path")
         left = np.asarray(tree["left_children"], dtype=np.intp)
+        right = np.asarray(tree["right_children"], dtype=np.intp)
         is_leaf = left == -1
         split = np.asarray(tree["split_conditions"], dtype=np.float32)
         threshold = np.nextafter(split, np.float32(-np.inf))  # x < split <=> x <= threshold
         value = np.zeros((len(left), self.k), dtype=np.float64)
         value[is_leaf, group] = split[is_leaf]  # a leaf's split_condition is its value
         return _Tree(np.asarray(tree["split_indices"], dtype=np.intp), threshold,
-                     np.where(is_leaf, 0, left),
-                     np.where(is_leaf, 0, np.asarray(tree["right_children"], dtype=np.intp)),
-                     is_leaf, np.asarray(tree["default_left"], dtype=bool), value,
-                     _depth(left, np.asarray(tree["right_children"], dtype=np.intp)))
+                     np.where(is_leaf, 0, left), np.where(is_leaf, 0, right), is_leaf,
+                     np.asarray(tree["default_left"], dtype=bool), value, _depth(left, right))
 
     def _base_margin(self, text: str) -> np.ndarray:
         """XGBoost stores the base score on the output scale and turns it into a margin."""
         base = np.asarray(_json_floats(text), dtype=np.float32)
-        base = np.broadcast_to(base, (self.k,)).copy() if base.size in (1, self.k) else None
-        if base is None:
+        if base.size not in (1, self.k):
             raise ValueError("unexpected base_score")
+        base = np.broadcast_to(base, (self.k,))
         if self.objective == "binary:logistic":  # -log(1 / p - 1), in float32
             ratio = np.float32(1) / base - np.float32(1)
             base = -_f32(np.log(ratio.astype(np.float64)))
@@ -671,7 +671,3 @@ def _depth(left: np.ndarray, right: np.ndarray) -> int:
             stack += [(int(left[node]), depth + 1), (int(right[node]), depth + 1)]
     return deepest
 
-
-def _booster_features(estimator: Any) -> int:
-    num_features = getattr(estimator, "num_features", None)
-    return int(num_features()) if callable(num_features) else 0
