@@ -27,7 +27,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -293,15 +293,17 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
         tracking.training_run(cfg.name, f"train-{time.strftime('%Y%m%d-%H%M%S')}", params,
                               tags) as run,
         _worker_pool(cfg, encoder, arrays, workdir, task) as pool,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctloop-inputs") as logger,
     ):
         result.run_id = run.run_id
-        run.log_dataset(splits.train, "training")
         kept = [*dataset.feature_columns, dataset.target]
         if dataset.time_column:
             kept.append(dataset.time_column)
-        run.log_frame(splits.train.frame[kept], tracking.REFERENCE_ARTIFACT)
-        run.log_frame(splits.holdout.frame[kept], tracking.HOLDOUT_ARTIFACT)
-        result.phases["prepare_and_log_inputs"] = round(time.perf_counter() - started, 2)
+        # Logged while the first trials fit: the workers would otherwise wait for it.
+        inputs = logger.submit(run.log_inputs, splits.train, "training", {
+            tracking.REFERENCE_ARTIFACT: splits.train.frame[kept],
+            tracking.HOLDOUT_ARTIFACT: splits.holdout.frame[kept]})
+        result.phases["prepare"] = round(time.perf_counter() - started, 2)
         search = Search(training.candidates, seed=training.seed, max_trials=training.trials,
                         minimize=metric in task.lower_is_better, lag=2 * pool.workers)
         search_started = time.perf_counter()
@@ -323,6 +325,7 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
         key = task.sort_key(metric)
         result.trials.sort(key=lambda t: _nan_last(key(t.metrics.get(metric, float("nan")))))
         logging_started = time.perf_counter()
+        inputs.result()  # its error, if any, fails the run here
         result.trials[:training.logged_models] = _log_models(
             run, result.trials[:training.logged_models], finished, pool, encoder, task,
             y_fitted if folds else splits.validation.y, example, training.plots,

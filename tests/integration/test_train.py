@@ -37,7 +37,9 @@ def test_training_logs_parent_and_children_with_everything_people_look_at(churn_
     assert parent.data.tags["ctloop.best_trial_run_id"] == result.best.run_id
     assert len(parent.data.tags["ctloop.git_commit"]) >= 7
     assert parent.data.tags["ctloop.config_hash"] == cfg.digest()
-    assert parent.inputs.dataset_inputs[0].dataset.digest  # mlflow.log_input with its digest
+    training_input = parent.inputs.dataset_inputs[0]  # logged on a thread beside the trials
+    assert training_input.dataset.digest
+    assert {t.key: t.value for t in training_input.tags}["mlflow.data.context"] == "training"
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "reference")}
     assert artifacts == {"reference/train.parquet"}
     children = client.search_runs([parent.info.experiment_id],

@@ -100,23 +100,31 @@ class TrainingRun:
         self.run_id = run_id
         self.experiment = experiment
 
-    def log_dataset(self, dataset: Dataset, split: str) -> None:
-        import mlflow
+    def log_inputs(self, dataset: Dataset, split: str,
+                   frames: Mapping[str, pd.DataFrame]) -> None:
+        """The training split as the run's MLflow dataset input, and each frame as a Parquet
+        artifact: the training rows (the monitor's reference) and the holdout (the gate
+        scores challenger and champion on exactly these rows).
 
+        Through the client with this run's id, not the fluent API: it runs on a thread of its
+        own while the trials fit (hashing and writing ~100k rows takes seconds), and MLflow's
+        active run is per thread.
+        """
+        import mlflow
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        client = _client()
         ds = mlflow.data.from_pandas(
             dataset.frame, source=dataset.source, targets=dataset.target, name=f"{split}"
         )
-        mlflow.log_input(ds, context=split)
-
-    def log_frame(self, frame: pd.DataFrame, artifact: str) -> None:
-        """A frame as a Parquet artifact: the training rows (the monitor's reference) and the
-        holdout (the gate scores challenger and champion on exactly these rows)."""
-        import mlflow
-
+        client.log_inputs(self.run_id, datasets=[DatasetInput(
+            ds._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, split)])])
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / Path(artifact).name
-            frame.to_parquet(path, index=False)
-            mlflow.log_artifact(str(path), artifact_path=str(Path(artifact).parent))
+            for artifact, frame in frames.items():
+                path = Path(tmp) / Path(artifact).name
+                frame.to_parquet(path, index=False)
+                client.log_artifact(self.run_id, str(path), str(Path(artifact).parent))
 
     def log_trial(self, record: TrialRecord, tags: Mapping[str, str]) -> str:
         """A finished child run with the trial's params, metrics and tags (one batch write,
