@@ -9,12 +9,12 @@ trial each) is trained per task on the flights data, Jan-Mar 2013:
 Each champion is served by both servers at their defaults (`ctloop serve`: one worker per
 core up to 4, capture on; `mlflow models serve`: 1 worker) on free loopback ports, up
 together, and loaded in alternating runs (so drifting load from other jobs falls on both) by
-the same generator, `wrk` (C, so it takes little CPU from the servers), with 8 connections
-POSTing a fixed single-row body. Each cell is the median of `--repeats` runs; peak RSS is the
-whole server process tree, sampled every 100 ms; the 1-minute load average is read around
-every run (lowest and highest are reported). Both servers' first answers are compared (the
-pyfunc contract: the same predictions), and the in-process pyfunc single-row predict is
-timed. Trained champions are cached in bench/results/.serve-store. Writes
+the same generator, `wrk` (C, one thread, so it takes little CPU from the servers), with 8
+connections POSTing a fixed single-row body. Each cell is the median of `--repeats` runs;
+peak RSS is the whole server process tree, sampled every 100 ms; the 1-minute load average
+is read around every run (lowest and highest are reported). Both servers' first answers are
+compared (the pyfunc contract: the same predictions), and the in-process pyfunc single-row
+predict is timed. Trained champions are cached in bench/results/.serve-store. Writes
 bench/results/serve.json.
 
     PYTHONPATH=src .venv/bin/python -m bench.bench_serve [--seconds 5] [--repeats 3]
@@ -52,6 +52,10 @@ STORE = RESULTS / ".serve-store"  # trained champions and the derived CSVs, reus
 NAME = "flights-bench"
 FAMILIES = CANDIDATE_FAMILIES  # every family a champion can come from
 TASKS = ("binary", "multiclass", "regression")
+# One wrk thread drives 8 connections at well over 10k req/s. A second one (the setting
+# before) takes a core's share from the servers on this 2-core machine, and its own
+# scheduling delays are counted as the servers' tail latency.
+CLIENT_THREADS = 1
 # One fixed trial per family (the search spaces of configs/flights.yaml, pinned).
 SEARCH = {
     "xgboost": {"n_estimators": [200], "max_depth": [6], "learning_rate": [0.1]},
@@ -206,8 +210,8 @@ def _ms(text: str) -> float:
 def run_wrk(url: str, body_file: Path, seconds: int, connections: int = 8) -> dict:
     script = body_file.with_suffix(".lua")
     script.write_text(LUA.format(body=body_file))
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency",
-                          "-s", str(script), f"{url}/invocations"],
+    out = subprocess.run(["wrk", f"-t{CLIENT_THREADS}", f"-c{connections}", f"-d{seconds}s",
+                          "--latency", "-s", str(script), f"{url}/invocations"],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))
