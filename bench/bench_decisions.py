@@ -21,7 +21,8 @@ Truth, from the hidden labels: the champion's roc_auc (its primary metric) on th
 rows against its roc_auc on the whole pool; harm = a drop of more than the tolerance (0.03).
 The monitor never sees the pool: it judges against the champion's own holdout.
 
-    PYTHONPATH=src .venv/bin/python -m bench.bench_decisions [--rows 30000] [--keep DIR]
+    PYTHONPATH=src .venv/bin/python -m bench.bench_decisions [--rows 30000] [--sample 1000]
+        [--keep DIR]
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import yaml
 from bench.common import write_result
 
 TOLERANCE = 0.03
-SAMPLE = 1000
+SAMPLE = 1000  # rows per scenario (`--sample`): about a day of the flights
 SAME_SEEDS = 24  # the acceptance asks for at least 20 calm samples
 TARGET = "arr_delayed"
 
@@ -71,12 +72,12 @@ def _config(folder: Path) -> Path:
     return path
 
 
-def _scenarios(pool: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
-    """name -> (kind, rows with labels)."""
+def _scenarios(pool: pd.DataFrame, size: int) -> dict[str, tuple[str, pd.DataFrame]]:
+    """name -> (kind, rows with labels); `size` rows each where the pool has them."""
     rng = np.random.default_rng(7)
 
     def sample(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
-        return frame.sample(min(SAMPLE, len(frame)), random_state=seed).reset_index(drop=True)
+        return frame.sample(min(size, len(frame)), random_state=seed).reset_index(drop=True)
 
     def changed(seed: int, fn: Callable[[pd.DataFrame], None]) -> pd.DataFrame:
         out = sample(pool, seed)
@@ -138,7 +139,7 @@ def _truth(model, frame: pd.DataFrame, pool_auc: float) -> dict[str, float]:
             "harmful": bool(pool_auc - auc > TOLERANCE)}
 
 
-def run(rows: int, folder: Path) -> dict[str, Any]:
+def run(rows: int, size: int, folder: Path) -> dict[str, Any]:
     from ctloop import loop, tracking
     from ctloop.config import load_config
     from ctloop.monitor.reference import load_champion
@@ -159,7 +160,7 @@ def run(rows: int, folder: Path) -> dict[str, Any]:
     pool_auc = float(__import__("sklearn.metrics").metrics.roc_auc_score(
         pool[TARGET], model.scores(pool)))
     results = []
-    for name, (kind, frame) in _scenarios(pool).items():
+    for name, (kind, frame) in _scenarios(pool, size).items():
         truth = _truth(model, frame, pool_auc)
         for labelled in (True, False):
             path = folder / "current.csv"
@@ -186,7 +187,7 @@ def run(rows: int, folder: Path) -> dict[str, Any]:
                   f"pred {row['prediction_effect'] or 0:.3f} {seconds:.1f}s", flush=True)
     return {"rows": rows, "pool_rows": len(pool), "pool_roc_auc": pool_auc,
             "holdout_roc_auc": decision.challenger.get("roc_auc"), "tolerance": TOLERANCE,
-            "train_seconds": round(train_s, 1), "scenarios": results,
+            "train_seconds": round(train_s, 1), "sample_rows": size, "scenarios": results,
             "summary": summarise(results)}  # fmt: skip
 
 
@@ -223,7 +224,8 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any]) -> str:
     summary = result["summary"]
-    lines = [f"Champion roc_auc: {result['holdout_roc_auc']:.3f} on its holdout, "
+    lines = [f"Scenarios of up to {result.get('sample_rows', SAMPLE):,} rows. "
+             f"Champion roc_auc: {result['holdout_roc_auc']:.3f} on its holdout, "
              f"{result['pool_roc_auc']:.3f} on the {result['pool_rows']:,} unseen pool rows "
              f"(the truth's reference); harm = realised drop > {result['tolerance']}.", "",
              "| shifted scenarios | harmful: retrain | harmful: no action | not harmful: "
@@ -258,6 +260,7 @@ def markdown(result: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=30_000)
+    parser.add_argument("--sample", type=int, default=SAMPLE, help="rows per scenario")
     parser.add_argument("--keep", type=Path, default=None, help="work folder to keep")
     parser.add_argument("--from-json", type=Path, default=None,
                         help="re-summarise a saved bench/results/bench_decisions.json")
@@ -273,12 +276,13 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     cwd = Path.cwd()
     try:
-        result = run(args.rows, folder)
+        result = run(args.rows, args.sample, folder)
     finally:
         os.chdir(cwd)
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
-    write_result("bench_decisions", result)
+    write_result("bench_decisions" if args.sample == SAMPLE else
+                 f"bench_decisions-sample{args.sample}", result)
     print(markdown(result))
 
 

@@ -77,12 +77,16 @@ class TabularModel:
     estimator: Any  # xgboost.Booster, lightgbm.Booster or a fitted scikit-learn estimator
     family: str
     task: Task
+    # False for a model only ever scored in bulk (a trial's validation rows, a fold): building
+    # and checking the arrays costs more than it saves there.
+    fast_path: bool = field(default=True, kw_only=True)
     # numpy arrays built from the estimator for small batches (ctloop.predictors), or None
     fast: predictors.Predictor | None = field(default=None, init=False, repr=False,
                                               compare=False)
 
     def __post_init__(self) -> None:
-        self.fast = predictors.build(self.estimator, self.family, self.task)
+        if self.fast_path:
+            self.fast = predictors.build(self.estimator, self.family, self.task)
 
     @property
     def feature_columns(self) -> tuple[str, ...]:

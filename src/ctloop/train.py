@@ -139,7 +139,7 @@ def _run_trial(trial: Trial, encoder: FeatureEncoder, data: str | tuple, task: T
             rounds = fitted_rounds(fitted, trial.family)
     fit_seconds = time.perf_counter() - start
     estimator = native_model(fitted, trial.family)
-    model = TabularModel(encoder, estimator, trial.family, task)
+    model = TabularModel(encoder, estimator, trial.family, task, fast_path=False)
     if not folds.size:
         scores = model.scores_encoded(np.asarray(X_val))
     model.task = task.fit_threshold(y_val, scores)
@@ -171,7 +171,7 @@ def _cross_validate(trial: Trial, encoder: FeatureEncoder, task: Task, X: np.nda
                                encoder.categorical_indices, validation=(X[stop], y[stop]),
                                deadline=deadline)
         fold_model = TabularModel(encoder, native_model(fitted, trial.family), trial.family,
-                                  task)
+                                  task, fast_path=False)
         fold_scores = fold_model.scores_encoded(np.asarray(X[scored]))
         if scores is None:
             scores = np.empty((len(y), *fold_scores.shape[1:]), dtype=np.float64)
@@ -228,7 +228,8 @@ def _refit(trial: Trial, encoder: FeatureEncoder, data: str, task: Task,
     X, y = np.concatenate([X_train, X_val]), np.concatenate([y_train, y_val])
     with threadpool_limits(1):
         fitted = fit_estimator(trial, task.kind, X, y, encoder.categorical_indices)
-    model = TabularModel(encoder, native_model(fitted, trial.family), trial.family, task)
+    model = TabularModel(encoder, native_model(fitted, trial.family), trial.family, task,
+                         fast_path=False)
     shutil.rmtree(model_dir)
     model.save(Path(model_dir))
     return model_dir
