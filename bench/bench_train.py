@@ -102,6 +102,7 @@ def training(repeats: int, config: Path) -> dict:
     stopping on the same validation split, one thread), without scoring, saving, plots or
     MLflow: what the trials would cost with no framework around them.
     """
+    from mlflow import MlflowClient
     from threadpoolctl import threadpool_limits
 
     from ctloop import loop
@@ -113,7 +114,7 @@ def training(repeats: int, config: Path) -> dict:
     cfg = load_config(config)
     # A user's store exists after the first run: its tables are made before the clock starts
     # (creating them takes ~2.5 s, once).
-    __import__("mlflow").MlflowClient().search_experiments()
+    MlflowClient().search_experiments()
     runs = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -118,6 +118,7 @@ class TrainingRun:
         ds = mlflow.data.from_pandas(
             dataset.frame, source=dataset.source, targets=dataset.target, name=f"{split}"
         )
+        # The entity is what `mlflow.log_input` builds too; only the fluent call is per thread.
         client.log_inputs(self.run_id, datasets=[DatasetInput(
             ds._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, split)])])
         with tempfile.TemporaryDirectory() as tmp:
