@@ -1,12 +1,13 @@
 """Search the candidate families under a trial and time budget; log one parent run with a
 child run per trial, and a pyfunc model for the best few.
 
-The heavy work of a trial (fit with early stopping, score, save the model files) runs in a
-worker process; the parent asks the search (`ctloop.search`) for the next trial whenever a
-worker is free and writes each finished trial's child run (params and metrics, one batch)
-while the others fit. Only the best `training.logged_models` trials get plots and a logged
-pyfunc model, at the end: logging a model costs about as much as fitting a small one, and a
-trial that cannot be chosen needs none.
+The heavy work of a trial (fit with early stopping, score) runs in a worker process; the
+parent asks the search (`ctloop.search`) for the next trial whenever a worker is free and
+writes each finished trial's child run (params and metrics, one batch) while the others fit.
+A trial's fitted model comes back in memory and is kept only while it ranks among the best
+`training.logged_models`; those alone are saved, plotted and logged as pyfunc models, at the
+end: saving a scikit-learn model (skops) costs more than fitting a small one, and logging
+one more still, and a trial that cannot be chosen needs neither.
 
 On small tables without a time column a trial is ranked by k-fold cross-validation over the
 training + validation rows (`training.cv_folds`): a 15% validation split of a few hundred
@@ -19,11 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import logging
 import os
-import shutil
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -105,6 +103,7 @@ class _Finished:
     task: Task  # with the threshold fitted on this trial's validation scores
     scores: np.ndarray  # validation scores (out-of-fold scores of every row, with folds)
     importance: np.ndarray
+    model: TabularModel | None  # None once the trial has dropped out of the best few
 
 
 _ARRAYS: dict[str, tuple[np.ndarray, ...]] = {}
@@ -123,8 +122,8 @@ def _arrays(data: str | tuple) -> tuple[np.ndarray, ...]:
 
 
 def _run_trial(trial: Trial, encoder: FeatureEncoder, data: str | tuple, task: Task,
-               workdir: str, deadline: float | None) -> _Finished:
-    """Fit and score one trial (in a worker): everything but the MLflow calls."""
+               deadline: float | None) -> _Finished:
+    """Fit and score one trial (in a worker): everything but saving and the MLflow calls."""
     X_train, y_train, X_val, y_val, folds = _arrays(data)
     start = time.perf_counter()
     with threadpool_limits(1):
@@ -148,12 +147,9 @@ def _run_trial(trial: Trial, encoder: FeatureEncoder, data: str | tuple, task: T
     params = dict(trial.params)
     if rounds is not None:
         params["n_rounds"] = rounds  # chosen by early stopping
-    folder = Path(workdir) / trial.name
-    model.save(folder / tracking.MODEL_DATA_DIR)
-    record = tracking.TrialRecord(trial.name, trial.family, params, metrics,
-                                  folder / tracking.MODEL_DATA_DIR)
+    record = tracking.TrialRecord(trial.name, trial.family, params, metrics)
     importance = feature_importance(estimator, trial.family, encoder.n_features)
-    return _Finished(trial, record, model.task, scores, importance)
+    return _Finished(trial, record, model.task, scores, importance, model)
 
 
 def _cross_validate(trial: Trial, encoder: FeatureEncoder, task: Task, X: np.ndarray,
@@ -230,7 +226,6 @@ def _refit(trial: Trial, encoder: FeatureEncoder, data: str, task: Task,
         fitted = fit_estimator(trial, task.kind, X, y, encoder.categorical_indices)
     model = TabularModel(encoder, native_model(fitted, trial.family), trial.family, task,
                          fast_path=False)
-    shutil.rmtree(model_dir)
     model.save(Path(model_dir))
     return model_dir
 
@@ -309,6 +304,7 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
                         minimize=metric in task.lower_is_better, lag=2 * pool.workers)
         search_started = time.perf_counter()
         finished: dict[str, _Finished] = {}
+        key = task.sort_key(metric)
         total = search.max_trials
         if on_progress:
             on_progress(0, total, None)
@@ -319,16 +315,16 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
                                 dict(record.params))
             finished[trial.name] = outcome
             result.trials.append(trial)
+            _forget_models(finished, result.trials, key, metric, training.logged_models)
             if on_progress:
                 on_progress(len(result.trials), total, trial)
         result.search_seconds = round(time.perf_counter() - search_started, 2)
         result.phases["search"] = result.search_seconds
-        key = task.sort_key(metric)
         result.trials.sort(key=lambda t: _nan_last(key(t.metrics.get(metric, float("nan")))))
         logging_started = time.perf_counter()
         inputs.result()  # its error, if any, fails the run here
         result.trials[:training.logged_models] = _log_models(
-            run, result.trials[:training.logged_models], finished, pool, encoder, task,
+            run, result.trials[:training.logged_models], finished, pool, workdir, encoder, task,
             y_fitted if folds else splits.validation.y, example, training.plots,
             rows_fitted, rows_fitted if folds else rows["train"])
         result.phases["log_best_models"] = round(time.perf_counter() - logging_started, 2)
@@ -373,21 +369,32 @@ def _run_search(search: Search, pool: _Pool, metric: str, budget: float | None,
         yield from outcomes
 
 
+def _forget_models(finished: dict[str, _Finished], trials: list[TrialResult],
+                   key: Callable[[float], float], metric: str, keep: int) -> None:
+    """Let go of the fitted models of trials outside the best `keep` so far: only those can
+    still be logged, and a forest can weigh hundreds of MB."""
+    ranked = sorted(trials, key=lambda t: _nan_last(key(t.metrics.get(metric, float("nan")))))
+    for trial in ranked[keep:]:
+        if finished[trial.name].model is not None:
+            finished[trial.name] = dataclasses.replace(finished[trial.name], model=None)
+
+
 def _log_models(run: tracking.TrainingRun, best: list[TrialResult],
-                finished: dict[str, _Finished], pool: _Pool, encoder: FeatureEncoder,
-                task: Task, y_val: np.ndarray, example: Any, plots: bool,
-                fitted_rows: int, train_rows: int) -> list[TrialResult]:
+                finished: dict[str, _Finished], pool: _Pool, workdir: str,
+                encoder: FeatureEncoder, task: Task, y_val: np.ndarray, example: Any,
+                plots: bool, fitted_rows: int, train_rows: int) -> list[TrialResult]:
     """Plots (of the validation scores; rendered in the workers, side by side) and the
     pyfunc models of the best trials, the very best refitted on training + validation rows
     first: it is the one `ctloop select` gates. Refitting the others too would cost a fit
     each for models that are only kept for comparison. Cross-validated trials were fitted
     on all those rows already (`train_rows == fitted_rows`)."""
     first = finished[best[0].name]
+    model_dirs = {t.name: Path(workdir) / t.name / tracking.MODEL_DATA_DIR for t in best}
     refit = None
     if train_rows < fitted_rows:
         chosen = refit_trial(first.trial, first.record.params.get("n_rounds"))
         refit = pool.submit_local(_refit, chosen, encoder, pool.local_data, first.task,
-                                  str(first.record.model_dir))
+                                  str(model_dirs[best[0].name]))
     rendering = {}
     if plots:
         names = list(encoder.feature_names)
@@ -401,9 +408,13 @@ def _log_models(run: tracking.TrainingRun, best: list[TrialResult],
     for trial in [*best[1:], best[0]]:  # the others are logged while the best is refitted
         if trial is best[0] and refit is not None:
             refit.result()
+        else:
+            model = finished[trial.name].model
+            assert model is not None, f"{trial.name}: its model was let go of"
+            model.save(model_dirs[trial.name])
         plot_dir = Path(rendering[trial.name].result()) if trial.name in rendering else None
         uris[trial.name] = run.log_trial_model(
-            trial.run_id, finished[trial.name].record, plot_dir, encoder, task, example,
+            trial.run_id, model_dirs[trial.name], plot_dir, encoder, task, example,
             fitted_rows if trial is best[0] else train_rows)
     return [dataclasses.replace(trial, model_uri=uris[trial.name]) for trial in best]
 
@@ -457,27 +468,15 @@ class _Pool:
     """
 
     def __init__(self, executor: Executor, workers: int, encoder: Any, data: Any, workdir: str,
-                 shipped: bool, task: Task, local: Executor) -> None:
+                 task: Task, local: Executor) -> None:
         self._executor, self.workers = executor, workers
         self._encoder, self._data, self._workdir = encoder, data, workdir
-        self._shipped, self._task, self._local = shipped, task, local
+        self._task, self._local = task, local
 
     def submit_trial(self, trial: Trial, deadline: float | None) -> Future:
-        if not self._shipped:
-            return self._executor.submit(_run_trial, trial, self._encoder, self._data,
-                                         self._task, self._workdir, deadline)
-        future = self._executor.submit(_run_trial_shipped, trial, self._encoder, self._data,
-                                       self._task, deadline)
-        unpacked: Future = Future()
-
-        def unpack(done: Future) -> None:
-            try:
-                unpacked.set_result(_unpack_trial(*done.result(), self._workdir))
-            except BaseException as exc:  # the trial's own error, raised where it is read
-                unpacked.set_exception(exc)
-
-        future.add_done_callback(unpack)
-        return unpacked
+        """The trial's outcome, its fitted model included (pickled back from the worker)."""
+        return self._executor.submit(_run_trial, trial, self._encoder, self._data, self._task,
+                                     deadline)
 
     def submit_local(self, fn: Callable, *args: Any) -> Future:
         """Work on this machine's processes, with the encoded splits in the work folder."""
@@ -502,7 +501,7 @@ def _worker_pool(cfg: Config, encoder: FeatureEncoder, arrays: tuple, workdir: s
     for name, array in zip(_ARRAY_NAMES, arrays, strict=True):  # also for the refits
         np.save(Path(workdir) / f"{name}.npy", np.ascontiguousarray(array))
     if cfg.compute.backend == "local":
-        yield _Pool(local, _n_jobs(cfg), encoder, workdir, workdir, False, task, local)
+        yield _Pool(local, _n_jobs(cfg), encoder, workdir, workdir, task, local)
         return
     from distributed import Client
 
@@ -521,24 +520,5 @@ def _worker_pool(cfg: Config, encoder: FeatureEncoder, arrays: tuple, workdir: s
         log.info("trials on Dask at %s (%d worker threads)", address, threads)
         shared_encoder, shared_arrays = client.scatter([encoder, arrays], broadcast=True)
         yield _Pool(client.get_executor(pure=False), max(1, threads), shared_encoder,
-                    shared_arrays, workdir, True, task, local)
+                    shared_arrays, workdir, task, local)
 
-
-def _run_trial_shipped(trial: Trial, encoder: FeatureEncoder, data: tuple, task: Task,
-                       deadline: float | None) -> tuple[_Finished, bytes]:
-    """A trial on a Dask worker: its model files come back as a tar, since the worker need
-    not share a file system with the process that logs to MLflow."""
-    with tempfile.TemporaryDirectory(prefix="ctloop-trial-") as tmp:
-        outcome = _run_trial(trial, encoder, data, task, tmp, deadline)
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-            tar.add(Path(tmp) / trial.name, arcname=trial.name)
-    return outcome, buffer.getvalue()
-
-
-def _unpack_trial(outcome: _Finished, payload: bytes, workdir: str) -> _Finished:
-    with tarfile.open(fileobj=io.BytesIO(payload), mode="r:gz") as tar:
-        tar.extractall(workdir, filter="data")
-    record = dataclasses.replace(
-        outcome.record, model_dir=Path(workdir) / outcome.record.name / tracking.MODEL_DATA_DIR)
-    return dataclasses.replace(outcome, record=record)

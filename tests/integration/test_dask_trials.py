@@ -18,7 +18,7 @@ from tests.conftest import SMALL_TRAINING, make_churn, write_config
 
 pytestmark = pytest.mark.slow
 
-TRAINING = {**SMALL_TRAINING, "plots": True,  # plots ride back from the workers too
+TRAINING = {**SMALL_TRAINING, "plots": True,
             "candidates": {**SMALL_TRAINING["candidates"],
                            "hist_gradient_boosting": {"trials": 1,
                                                       "search": {"max_leaf_nodes": [15]}}}}
@@ -67,14 +67,14 @@ def test_dask_trials_match_local_and_share_one_parent_run(mlflow_store, tmp_path
     # The trials ran as tasks on the cluster's worker processes, not in this process.
     prefixes = client.run_on_scheduler(
         lambda dask_scheduler: list(dask_scheduler.task_prefixes))
-    assert any("run_trial_shipped" in p for p in prefixes), prefixes
+    assert any(p.endswith("run_trial") for p in prefixes), prefixes
 
     children = tracking.trial_runs(distributed.run_id)
     assert sorted(c["name"] for c in children) == sorted(t.name for t in distributed.trials)
     assert {c["tags"]["ctloop.parent_run_id"] for c in children} == {distributed.run_id}
     parent = tracking.run_info(distributed.run_id)
     assert parent["tags"]["ctloop.best_trial_run_id"] == distributed.best.run_id
-    # Model files shipped back from the workers are complete and loadable; plots logged.
+    # Fitted models come back from the workers in memory, complete and loadable; plots logged.
     for child in children:
         model = tracking.load_model(f"runs:/{child['run_id']}/{tracking.MODEL_NAME_IN_RUN}")
         assert model.family == child["tags"]["ctloop.family"]

@@ -90,15 +90,15 @@ class TrialRecord:
     family: str
     params: Mapping[str, Any]
     metrics: Mapping[str, float]
-    model_dir: Path
 
 
 class TrainingRun:
     """One parent run per `ctloop train`, with a child run per trial."""
 
-    def __init__(self, run_id: str, experiment: str) -> None:
+    def __init__(self, run_id: str, experiment: str, experiment_id: str) -> None:
         self.run_id = run_id
         self.experiment = experiment
+        self.experiment_id = experiment_id
 
     def log_inputs(self, dataset: Dataset, split: str,
                    frames: Mapping[str, pd.DataFrame]) -> None:
@@ -134,8 +134,7 @@ class TrainingRun:
         from mlflow.utils.time import get_current_time_millis
 
         client = _client()
-        parent = client.get_run(self.run_id)
-        child = client.create_run(parent.info.experiment_id, run_name=record.name, tags={
+        child = client.create_run(self.experiment_id, run_name=record.name, tags={
             **tags, RUN_KIND_TAG: TRIAL_KIND, "ctloop.family": record.family,
             "ctloop.parent_run_id": self.run_id, "mlflow.parentRunId": self.run_id})
         now = get_current_time_millis()
@@ -147,7 +146,7 @@ class TrainingRun:
         client.set_terminated(child.info.run_id)
         return child.info.run_id
 
-    def log_trial_model(self, trial_run_id: str, record: TrialRecord, plot_dir: Path | None,
+    def log_trial_model(self, trial_run_id: str, model_dir: Path, plot_dir: Path | None,
                         encoder: FeatureEncoder, task: Task, input_example: pd.DataFrame,
                         fitted_rows: int) -> str:
         """Plots and the pyfunc model on a trial's child run (with how many rows the model
@@ -161,7 +160,7 @@ class TrainingRun:
             info = mlflow.pyfunc.log_model(
                 name=MODEL_NAME_IN_RUN,
                 loader_module="ctloop.model",
-                data_path=str(record.model_dir),
+                data_path=str(model_dir),
                 code_paths=[str(_code_snapshot())],
                 signature=_model_signature(encoder, task),
                 input_example=input_example,
@@ -196,7 +195,7 @@ def training_run(
     use_experiment(experiment_id(experiment))
     with mlflow.start_run(run_name=run_name, tags={**tags, RUN_KIND_TAG: TRAINING_KIND}) as run:
         mlflow.log_params({k: _short(v) for k, v in params.items()})
-        yield TrainingRun(run.info.run_id, experiment)
+        yield TrainingRun(run.info.run_id, experiment, run.info.experiment_id)
 
 
 def latest_training_run(experiment: str) -> str | None:
