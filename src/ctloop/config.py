@@ -223,7 +223,9 @@ class MonitorThresholds(_Section):
     AUC), relative for error metrics (rmse, mae, mape, log_loss: 0.1 = 10% worse). None = the
     champion's primary metric and the task's guards at their default tolerances
     (`ctloop.monitor.performance.DEFAULT_TOLERANCES`). With labels a drop counts when it
-    exceeds the tolerance at one-sided `confidence` (bootstrap of window and holdout).
+    exceeds the tolerance at one-sided `confidence` (bootstrap of window and holdout): at
+    0.75, three to one that the drop is beyond the tolerance; 0.5 acts on the measured drop
+    alone, 0.9 waits for a drop well past the tolerance (or a bigger window).
     """
 
     drift_share: float = Field(default=0.3, gt=0, le=1)
@@ -235,7 +237,7 @@ class MonitorThresholds(_Section):
     prediction_drift: bool = True
     prediction_effect: float = Field(default=0.2, gt=0)
     tolerance: dict[str, float] | None = None
-    confidence: float = Field(default=0.9, gt=0.5, lt=1.0)
+    confidence: float = Field(default=0.75, gt=0.5, lt=1.0)
     # Fewer labelled rows than this: labels are reported but the estimate decides.
     min_labels: int = Field(default=100, ge=2)
     min_quality: dict[str, float] = Field(default_factory=dict)

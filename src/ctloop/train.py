@@ -323,6 +323,8 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
         result.trials.sort(key=lambda t: _nan_last(key(t.metrics.get(metric, float("nan")))))
         logging_started = time.perf_counter()
         inputs.result()  # its error, if any, fails the run here
+        if folds:
+            run.log_out_of_fold(y_fitted, finished[result.best.name].scores)
         result.trials[:training.logged_models] = _log_models(
             run, result.trials[:training.logged_models], finished, pool, workdir, encoder, task,
             y_fitted if folds else splits.validation.y, example, training.plots,

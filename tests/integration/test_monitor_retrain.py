@@ -80,11 +80,15 @@ def test_retrain_launches_a_tracked_project_run_and_the_loop_settles(fresh_store
     assert monitor_tags["ctloop.retrain_run_id"] == result.retrain_run_id
     assert client.get_run(result.monitor_run_id).info.status == "FINISHED"
 
-    # The loop settles: the same kind of traffic, judged against v2's own holdout, needs nothing.
+    # The loop settles: the same kind of traffic, judged against v2's own expected level,
+    # needs nothing. v2 was cross-validated: its level rests on the out-of-fold scores of the
+    # rows it learnt from as well as its small holdout.
     settled = loop.monitor(cfg, current=_csv(folder, "later.csv", _new_world(600, 22)),
                            retrain=True)  # fmt: skip
     assert settled.model_version == 2
     assert settled.decision == "no_action", settled.summary()
+    assert settled.performance["expected_from"] == "holdout+out_of_fold"
+    assert settled.performance["expected_rows"] > settled.rows["prediction_reference"]
     assert settled.retrain == "not needed (no_action)" and settled.retrain_run_id is None
     assert not any(c["harmful"] for c in settled.performance["realised"])
     before = next(c for c in result.performance["realised"] if c["metric"] == "roc_auc")

@@ -31,7 +31,8 @@ class MonitorResult:
     target_drift: dict[str, Any] | None = None
     task: str | None = None  # the champion's task kind: binary, multiclass or regression
     rule: str = "none"  # which rule decided (labelled_drop, estimated_drop, ...)
-    # {"tolerance", "confidence", "expected_rows", "realised": [...], "estimated": [...]}:
+    # {"tolerance", "confidence", "expected_rows", "expected_from", "realised": [...],
+    #  "estimated": [...]}:
     # each check is `performance.MetricCheck.to_dict()`.
     performance: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, float] = field(default_factory=dict)

@@ -27,6 +27,7 @@ from ctloop.tracking.artifacts import (
     load_frame,
     load_holdout,
     load_model,
+    load_out_of_fold,
     load_reference,
     signature_inputs,
 )
@@ -105,6 +106,7 @@ __all__ = [
     "load_frame",
     "load_holdout",
     "load_model",
+    "load_out_of_fold",
     "load_reference",
     "log_metrics",
     "log_text",

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ctloop.model import TabularModel
-from ctloop.tracking.layout import HOLDOUT_ARTIFACT, MODEL_DATA_DIR, REFERENCE_ARTIFACT
+from ctloop.tracking.layout import (
+    HOLDOUT_ARTIFACT,
+    MODEL_DATA_DIR,
+    OUT_OF_FOLD_ARTIFACT,
+    REFERENCE_ARTIFACT,
+)
 
 
 def download_model_dir(model_uri: str, dst: str | Path | None = None) -> Path:
@@ -47,6 +53,20 @@ def load_reference(training_run_id: str) -> pd.DataFrame:
 
 def load_holdout(training_run_id: str) -> pd.DataFrame:
     return load_frame(training_run_id, HOLDOUT_ARTIFACT)
+
+
+def load_out_of_fold(training_run_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Encoded labels and out-of-fold scores (1-D, or one column per class) of the best
+    trial's cross-validation; None when the champion was not cross-validated."""
+    from mlflow import MlflowClient
+
+    folder, name = OUT_OF_FOLD_ARTIFACT.rsplit("/", 1)
+    if name not in {Path(f.path).name for f in MlflowClient().list_artifacts(
+            training_run_id, folder)}:  # fmt: skip
+        return None
+    frame = load_frame(training_run_id, OUT_OF_FOLD_ARTIFACT)
+    scores = frame[[c for c in frame.columns if c.startswith("score")]].to_numpy(np.float64)
+    return frame["label"].to_numpy(np.float64), scores[:, 0] if scores.shape[1] == 1 else scores
 
 
 def signature_inputs(model_uri: str) -> dict[str, str]:

@@ -13,6 +13,9 @@ MODEL_DATA_DIR = "ctloop_model"
 # Frames logged with each training run: the monitor's reference and the gate's holdout.
 REFERENCE_ARTIFACT = "reference/train.parquet"
 HOLDOUT_ARTIFACT = "evaluation/holdout.parquet"
+# Cross-validated champions only: the out-of-fold scores of every training + validation row,
+# with their encoded labels (the monitor's expected level rests on these and the holdout).
+OUT_OF_FOLD_ARTIFACT = "evaluation/out_of_fold.parquet"
 # Every run ctloop starts carries its kind, so searches can tell them apart.
 RUN_KIND_TAG = "ctloop.kind"
 TRAINING_KIND = "training"

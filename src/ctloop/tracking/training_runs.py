@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ctloop.data import Dataset
@@ -22,6 +23,7 @@ from ctloop.features import FeatureEncoder
 from ctloop.tasks import Task
 from ctloop.tracking.layout import (
     MODEL_NAME_IN_RUN,
+    OUT_OF_FOLD_ARTIFACT,
     RUN_KIND_TAG,
     TRAINING_KIND,
     TRIAL_KIND,
@@ -126,6 +128,18 @@ class TrainingRun:
                 path = Path(tmp) / Path(artifact).name
                 frame.to_parquet(path, index=False)
                 client.log_artifact(self.run_id, str(path), str(Path(artifact).parent))
+
+    def log_out_of_fold(self, labels: np.ndarray, scores: np.ndarray) -> None:
+        """The best trial's out-of-fold scores of every training + validation row, with
+        their encoded labels: a cross-validated champion's expected level on far more rows
+        than its holdout (`ctloop.monitor` reads them back)."""
+        columns = np.asarray(scores, dtype=np.float64).reshape(len(labels), -1)
+        frame = pd.DataFrame({"label": np.asarray(labels, dtype=np.float64), **{
+            f"score_{k}": columns[:, k] for k in range(columns.shape[1])}})
+        folder, name = OUT_OF_FOLD_ARTIFACT.rsplit("/", 1)
+        with tempfile.TemporaryDirectory() as tmp:
+            frame.to_parquet(Path(tmp) / name, index=False)
+            _client().log_artifact(self.run_id, str(Path(tmp) / name), folder)
 
     def log_trial(self, record: TrialRecord, tags: Mapping[str, str]) -> str:
         """A finished child run with the trial's params, metrics and tags (one batch write,
