@@ -163,17 +163,26 @@ def fit_estimator(trial: Trial, kind: str, X: np.ndarray, y: np.ndarray,
 
 def _fit_hgb_until(estimator: Any, X: np.ndarray, y: np.ndarray, X_val: np.ndarray,
                    y_val: np.ndarray, deadline: float) -> None:
-    """HistGradientBoosting has no callbacks: grow it `HGB_CHUNK` iterations at a time
-    (warm start keeps the trees and the early-stopping history) until it stops early,
-    reaches its cap, or the deadline passes."""
+    """HistGradientBoosting has no callbacks: grow it in warm-started chunks (warm start keeps
+    the trees and the early-stopping history) until it stops early, reaches its cap, or the
+    deadline passes.
+
+    Every chunk bins the data again and predicts the trees so far, so chunks are few: after
+    a first `HGB_CHUNK` iterations, the next chunk is as many as the time left allows at the
+    pace measured so far (all the rest, unless the deadline is near).
+    """
     cap = estimator.max_iter
     estimator.set_params(warm_start=True, max_iter=min(cap, HGB_CHUNK))
+    started = time.time()
     while True:
         estimator.fit(X, y, X_val=X_val, y_val=y_val)
         stopped_early = estimator.n_iter_ < estimator.max_iter
-        if stopped_early or estimator.max_iter >= cap or time.time() >= deadline:
+        now = time.time()
+        if stopped_early or estimator.max_iter >= cap or now >= deadline:
             break
-        estimator.set_params(max_iter=min(cap, estimator.max_iter + HGB_CHUNK))
+        pace = (now - started) / estimator.max_iter  # seconds per iteration, overheads included
+        affordable = int((deadline - now) / max(pace, 1e-9))
+        estimator.set_params(max_iter=min(cap, estimator.max_iter + max(HGB_CHUNK, affordable)))
     estimator.set_params(warm_start=False)
 
 
