@@ -1,10 +1,15 @@
 """Does `ctloop monitor` retrain when, and only when, the champion is doing worse?
 
-Setup: a random 30,000-row sample of the built-in flights table (all of 2013, the demo's
-features, label = arrived > 15 min late) written as a user's CSV without a time column. The
-champion is trained with ctloop on 60% of it (one fixed XGBoost trial, in a temporary MLflow
-store); the other 40% (the pool) is never seen by it. Scenarios of ~1,000 rows are made from
-the pool, each monitored as a file once with its label column and once without:
+Setup: a random sample of the built-in flights table (all of 2013, the demo's features) written
+as a user's CSV without a time column, with the label of `--task`:
+
+  binary      arr_delayed: arrived more than 15 min late (primary metric roc_auc);
+  multiclass  arr_status: early (> 10 min ahead), on_time, late (> 15 min) (log_loss);
+  regression  arr_delay: minutes late, heavy-tailed as it comes (rmse).
+
+The champion is trained with ctloop on 60% of it (one fixed XGBoost trial, in a temporary
+MLflow store); the other 40% (the pool) is never seen by it. Scenarios of `--sample` rows are
+made from the pool, each monitored as a file once with its label column and once without:
 
   same           same-distribution samples (24 seeds each way);
   scaled         a numeric column rescaled or moved (distance x1.5, temp +15, dep hour +4 / +8,
@@ -15,14 +20,15 @@ the pool, each monitored as a file once with its label column and once without:
   concept        the link between features and label broken while the features' marginals
                  stay put: carrier values shuffled between rows (each row keeps its label, so
                  P(label | features) changes; no label-free method can see it), and 15% / 30%
-                 of the labels flipped.
+                 of the labels replaced (flipped; another class; another row's delay).
 
-Truth, from the hidden labels: the champion's roc_auc (its primary metric) on the scenario's
-rows against its roc_auc on the whole pool; harm = a drop of more than the tolerance (0.03).
-The monitor never sees the pool: it judges against the champion's own holdout.
+Truth, from the hidden labels: the champion's primary metric on the scenario's rows against
+its value on the whole pool; harm = a drop beyond the monitor's default tolerance for that
+metric (roc_auc 0.03; log_loss and rmse 10% worse). The monitor never sees the pool: it judges
+against the champion's own holdout.
 
-    PYTHONPATH=src .venv/bin/python -m bench.bench_decisions [--rows 30000] [--sample 1000]
-        [--keep DIR]
+    PYTHONPATH=src .venv/bin/python -m bench.bench_decisions [--task binary] [--rows 100000]
+        [--sample 5000] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -42,25 +48,46 @@ import yaml
 
 from bench.common import write_result
 
-TOLERANCE = 0.03
-SAMPLE = 1000  # rows per scenario (`--sample`): about a day of the flights
+ROWS = 100_000  # table rows (`--rows`): 60,000 train the champion, 40,000 are the pool
+SAMPLE = 5000  # rows per scenario (`--sample`): about a week of NYC departures
 SAME_SEEDS = 24  # the acceptance asks for at least 20 calm samples
-TARGET = "arr_delayed"
+TARGETS = {"binary": "arr_delayed", "multiclass": "arr_status", "regression": "arr_delay"}
+METRICS = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}
 
 
-def _table(rows: int) -> pd.DataFrame:
-    from ctloop.data import FLIGHTS_FEATURES, load_flights
+def _arrival_delays() -> np.ndarray:
+    """Minutes late of every flight with a known arrival, in `load_flights`' row order."""
+    from ctloop.data import _flights_dir
+
+    flights = pd.read_csv(_flights_dir() / "flights.csv.zip")
+    flights = flights[flights["arr_delay"].notna()]
+    scheduled = pd.to_datetime(dict(year=flights["year"], month=flights["month"],
+                                    day=flights["day"], hour=flights["hour"],
+                                    minute=flights["minute"]))  # fmt: skip
+    order = np.argsort(scheduled.to_numpy(), kind="stable")
+    return flights["arr_delay"].to_numpy(dtype=np.float64)[order]
+
+
+def _table(rows: int, task: str) -> pd.DataFrame:
+    from ctloop.data import FLIGHTS_FEATURES, FLIGHTS_TARGET, load_flights
 
     frame, _ = load_flights()
-    return frame[[*FLIGHTS_FEATURES, TARGET]].sample(rows, random_state=0).reset_index(drop=True)
+    delay = _arrival_delays()
+    assert np.array_equal(delay > 15, frame[FLIGHTS_TARGET].to_numpy() == 1)  # same rows
+    if task == "multiclass":
+        frame["arr_status"] = np.select([delay < -10, delay > 15], ["early", "late"], "on_time")
+    elif task == "regression":
+        frame["arr_delay"] = delay
+    target = TARGETS[task]
+    return frame[[*FLIGHTS_FEATURES, target]].sample(rows, random_state=0).reset_index(drop=True)
 
 
-def _config(folder: Path) -> Path:
+def _config(folder: Path, target: str) -> Path:
     from ctloop.data import FLIGHTS_FEATURES
 
     body = {
         "name": "bench-decisions",
-        "data": {"source": "table.csv", "target": TARGET,
+        "data": {"source": "table.csv", "target": target,
                  "features": {"include": list(FLIGHTS_FEATURES)}},
         "training": {"plots": False, "n_jobs": 1, "candidates": {"xgboost": {
             "trials": 1, "search": {"n_estimators": [200], "max_depth": [6],
@@ -72,7 +99,8 @@ def _config(folder: Path) -> Path:
     return path
 
 
-def _scenarios(pool: pd.DataFrame, size: int) -> dict[str, tuple[str, pd.DataFrame]]:
+def _scenarios(pool: pd.DataFrame, size: int,
+               target: str) -> dict[str, tuple[str, pd.DataFrame]]:  # fmt: skip
     """name -> (kind, rows with labels); `size` rows each where the pool has them."""
     rng = np.random.default_rng(7)
 
@@ -90,9 +118,20 @@ def _scenarios(pool: pd.DataFrame, size: int) -> dict[str, tuple[str, pd.DataFra
         return apply
 
     def flipped(share: float) -> Callable[[pd.DataFrame], None]:
+        """A share of the labels replaced: the other class (binary), one of the other classes
+        (multiclass), another row's value (regression)."""
         def apply(frame: pd.DataFrame) -> None:
-            flip = rng.random(len(frame)) < share
-            frame.loc[flip, TARGET] = 1 - frame.loc[flip, TARGET]
+            flip = np.flatnonzero(rng.random(len(frame)) < share)
+            values = frame[target].to_numpy(copy=True)
+            if target == TARGETS["binary"]:
+                values[flip] = 1 - values[flip]
+            elif target == TARGETS["multiclass"]:
+                classes = np.unique(values)
+                for i in flip:
+                    values[i] = rng.choice(classes[classes != values[i]])
+            else:
+                values[flip] = rng.permutation(values[flip])
+            frame[target] = values
         return apply
 
     out: dict[str, tuple[str, pd.DataFrame]] = {}
@@ -131,40 +170,58 @@ def _scenarios(pool: pd.DataFrame, size: int) -> dict[str, tuple[str, pd.DataFra
     return out
 
 
-def _truth(model, frame: pd.DataFrame, pool_auc: float) -> dict[str, float]:
-    from sklearn.metrics import roc_auc_score
+def _realised(model, frame: pd.DataFrame, target: str, metric: str) -> float:
+    from ctloop.monitor.frames import encode_labels
 
-    auc = float(roc_auc_score(frame[TARGET], model.scores(frame)))
-    return {"realised_roc_auc": auc, "drop": pool_auc - auc,
-            "harmful": bool(pool_auc - auc > TOLERANCE)}
+    return float(model.task.metrics(encode_labels(frame[target], model.task),
+                                    model.scores(frame))[metric])
 
 
-def run(rows: int, size: int, folder: Path) -> dict[str, Any]:
+def _truth(model, frame: pd.DataFrame, target: str, metric: str,
+           pool: pd.DataFrame) -> dict[str, Any]:  # fmt: skip
+    """The primary metric's realised drop and harm; and the guards the monitor also watches
+    (recall, accuracy) that dropped beyond their own tolerance, which it acts on too."""
+    from ctloop.monitor.performance import drop, tolerances
+
+    out: dict[str, Any] = {"guards_harmed": []}
+    for name, tol in tolerances(model.task, metric, None).items():
+        value = _realised(model, frame, target, name)
+        lost = float(drop(name, _realised(model, pool, target, name), value,
+                          name in model.task.lower_is_better))  # fmt: skip
+        if name == metric:
+            out.update(realised=value, drop=lost, harmful=bool(lost > tol))
+        elif lost > tol:
+            out["guards_harmed"].append(f"{name} {lost:+.3f}")
+    return out
+
+
+def run(task: str, rows: int, size: int, folder: Path) -> dict[str, Any]:
     from ctloop import loop, tracking
     from ctloop.config import load_config
+    from ctloop.monitor.performance import DEFAULT_TOLERANCES
     from ctloop.monitor.reference import load_champion
 
-    table = _table(rows)
+    target, metric = TARGETS[task], METRICS[task]
+    table = _table(rows, task)
     cut = int(0.6 * len(table))
     table.iloc[:cut].to_csv(folder / "table.csv", index=False)
     pool = table.iloc[cut:].reset_index(drop=True)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
     os.chdir(folder)
     tracking.configure()
-    cfg = load_config(_config(folder))
+    cfg = load_config(_config(folder, target))
     started = time.perf_counter()
     _, decision = loop.run(cfg)
     assert decision.promoted, decision.to_markdown()
     train_s = time.perf_counter() - started
     model = load_champion(cfg)[1]
-    pool_auc = float(__import__("sklearn.metrics").metrics.roc_auc_score(
-        pool[TARGET], model.scores(pool)))
+    pool_value = _realised(model, pool, target, metric)
     results = []
-    for name, (kind, frame) in _scenarios(pool, size).items():
-        truth = _truth(model, frame, pool_auc)
+    for name, (kind, frame) in _scenarios(pool, size, target).items():
+        truth = _truth(model, frame, target, metric, pool)
         for labelled in (True, False):
             path = folder / "current.csv"
-            (frame if labelled else frame.drop(columns=[TARGET])).to_csv(path, index=False)
+            (frame if labelled else frame.drop(columns=[target])).to_csv(path, index=False)
             t0 = time.perf_counter()
             result = loop.monitor(cfg, current=str(path))
             seconds = time.perf_counter() - t0
@@ -172,21 +229,22 @@ def run(rows: int, size: int, folder: Path) -> dict[str, Any]:
             estimated = {c["metric"]: c for c in result.performance.get("estimated", [])}
             row = {"scenario": name, "kind": kind, "labels": labelled, **truth,
                    "decision": result.decision, "rule": result.rule,
-                   "monitor_roc_auc": realised.get("roc_auc", {}).get("observed"),
-                   "monitor_drop_lower": realised.get("roc_auc", {}).get("lower"),
-                   "estimated_roc_auc": estimated.get("roc_auc", {}).get("observed"),
-                   "expected_roc_auc": (realised or estimated).get("roc_auc", {}).get(
-                       "expected"),
+                   "monitor_value": realised.get(metric, {}).get("observed"),
+                   "monitor_drop": realised.get(metric, {}).get("drop"),
+                   "monitor_drop_lower": realised.get(metric, {}).get("lower"),
+                   "estimated_value": estimated.get(metric, {}).get("observed"),
+                   "expected_value": (realised or estimated).get(metric, {}).get("expected"),
                    "prediction_effect": (result.prediction_drift or {}).get("score"),
                    "drift_share": result.drift_share, "seconds": round(seconds, 1)}  # fmt: skip
             results.append(row)
             print(f"{name:22s} {'labels' if labelled else 'no labels':9s} "
-                  f"truth auc {truth['realised_roc_auc']:.3f} (drop {truth['drop']:+.3f}"
+                  f"truth {metric} {truth['realised']:.3f} (drop {truth['drop']:+.3f}"
                   f"{' HARM' if truth['harmful'] else ''}) -> {result.decision} "
-                  f"({result.rule}) est {row['estimated_roc_auc'] or float('nan'):.3f} "
+                  f"({result.rule}) est {row['estimated_value'] or float('nan'):.3f} "
                   f"pred {row['prediction_effect'] or 0:.3f} {seconds:.1f}s", flush=True)
-    return {"rows": rows, "pool_rows": len(pool), "pool_roc_auc": pool_auc,
-            "holdout_roc_auc": decision.challenger.get("roc_auc"), "tolerance": TOLERANCE,
+    return {"task": task, "metric": metric, "rows": rows, "pool_rows": len(pool),
+            "pool_value": pool_value, "holdout_value": decision.challenger.get(metric),
+            "tolerance": DEFAULT_TOLERANCES[metric],
             "train_seconds": round(train_s, 1), "sample_rows": size, "scenarios": results,
             "summary": summarise(results)}  # fmt: skip
 
@@ -224,10 +282,13 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any]) -> str:
     summary = result["summary"]
-    lines = [f"Scenarios of up to {result.get('sample_rows', SAMPLE):,} rows. "
-             f"Champion roc_auc: {result['holdout_roc_auc']:.3f} on its holdout, "
-             f"{result['pool_roc_auc']:.3f} on the {result['pool_rows']:,} unseen pool rows "
-             f"(the truth's reference); harm = realised drop > {result['tolerance']}.", "",
+    metric = result["metric"]
+    relative = " (relative)" if metric in ("log_loss", "rmse") else ""
+    lines = [f"{result['task'].capitalize()}, scenarios of up to {result['sample_rows']:,} rows. "
+             f"Champion {metric}: {result['holdout_value']:.3f} on its holdout, "
+             f"{result['pool_value']:.3f} on the {result['pool_rows']:,} unseen pool rows "
+             f"(the truth's reference); harm = realised drop > {result['tolerance']}{relative}.",
+             "",
              "| shifted scenarios | harmful: retrain | harmful: no action | not harmful: "
              "retrain | not harmful: no action |", "|---|---|---|---|---|"]
     for key, title in (("labels", "with labels"), ("no_labels", "without labels")):
@@ -242,7 +303,7 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{s['same_drop_above_tolerance_by_chance']} |")
     flagged, total = summary["no_labels_covariate_harm_flagged"]
     lines.append(f"\nHarmful covariate-shift scenarios flagged without labels: {flagged}/{total}")
-    lines += ["", "| scenario | realised roc_auc (drop) | with labels | without labels |",
+    lines += ["", f"| scenario | realised {metric} (drop) | with labels | without labels |",
               "|---|---|---|---|"]
     by_name: dict[str, dict[bool, dict[str, Any]]] = {}
     for r in result["scenarios"]:
@@ -251,15 +312,18 @@ def markdown(result: dict[str, Any]) -> str:
         r = pair[True]
         if r["kind"] == "same":
             continue
-        lines.append(f"| {name} | {r['realised_roc_auc']:.3f} ({r['drop']:+.3f}"
-                     f"{', harm' if r['harmful'] else ''}) | {r['decision']} ({r['rule']}) | "
+        lines.append(f"| {name} | {r['realised']:.3f} ({r['drop']:+.3f}"
+                     f"{', harm' if r['harmful'] else ''}"
+                     f"{''.join(f'; guard {g}' for g in r.get('guards_harmed', []))}) | "
+                     f"{r['decision']} ({r['rule']}) | "
                      f"{pair[False]['decision']} ({pair[False]['rule']}) |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=30_000)
+    parser.add_argument("--task", choices=sorted(TARGETS), default="binary")
+    parser.add_argument("--rows", type=int, default=ROWS)
     parser.add_argument("--sample", type=int, default=SAMPLE, help="rows per scenario")
     parser.add_argument("--keep", type=Path, default=None, help="work folder to keep")
     parser.add_argument("--from-json", type=Path, default=None,
@@ -276,13 +340,13 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     cwd = Path.cwd()
     try:
-        result = run(args.rows, args.sample, folder)
+        result = run(args.task, args.rows, args.sample, folder)
     finally:
         os.chdir(cwd)
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
-    write_result("bench_decisions" if args.sample == SAMPLE else
-                 f"bench_decisions-sample{args.sample}", result)
+    name = "bench_decisions" + ("" if args.task == "binary" else f"-{args.task}")
+    write_result(name if args.sample == SAMPLE else f"{name}-sample{args.sample}", result)
     print(markdown(result))
 
 

@@ -62,7 +62,8 @@ def multiclass_metrics(y: np.ndarray, probabilities: np.ndarray) -> dict[str, fl
     """Multiclass metrics; `roc_auc` is one-vs-rest, macro-averaged over the classes present."""
     k = probabilities.shape[1]
     predicted = probabilities.argmax(axis=1)
-    clipped = np.clip(probabilities, EPS, 1.0)
+    # float64 first: float32 rows sum to 1 only within 1e-7, and sklearn warns past 1.5e-8.
+    clipped = np.clip(np.asarray(probabilities, dtype=np.float64), EPS, 1.0)
     clipped = clipped / clipped.sum(axis=1, keepdims=True)
     return {
         "log_loss": float(log_loss(y, clipped, labels=list(range(k)))),

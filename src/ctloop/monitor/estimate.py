@@ -111,7 +111,7 @@ def _multiclass(p: np.ndarray, c: np.ndarray) -> dict[str, float]:
     w = c.ravel()
     score = np.repeat(p, k, axis=0)
     predicted = score.argmax(axis=1)
-    clipped = np.clip(score, EPS, 1.0)
+    clipped = np.clip(score.astype(np.float64), EPS, 1.0)  # float32 rows: see metrics.py
     clipped = clipped / clipped.sum(axis=1, keepdims=True)
     out = {
         "log_loss": log_loss(y, clipped, sample_weight=w, labels=list(range(k))),
