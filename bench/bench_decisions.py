@@ -82,14 +82,15 @@ def _table(rows: int, task: str) -> pd.DataFrame:
     return frame[[*FLIGHTS_FEATURES, target]].sample(rows, random_state=0).reset_index(drop=True)
 
 
-def _config(folder: Path, target: str) -> Path:
+def _config(folder: Path, target: str, metric: str) -> Path:
     from ctloop.data import FLIGHTS_FEATURES
 
     body = {
         "name": "bench-decisions",
         "data": {"source": "table.csv", "target": target,
                  "features": {"include": list(FLIGHTS_FEATURES)}},
-        "training": {"plots": False, "n_jobs": 1, "candidates": {"xgboost": {
+        "training": {"plots": False, "n_jobs": 1, "primary_metric": metric,
+                     "candidates": {"xgboost": {
             "trials": 1, "search": {"n_estimators": [200], "max_depth": [6],
                                     "learning_rate": [0.1]}}}},
         "gate": {"invariance": [], "latency_budget_ms": 1000},  # a shared machine
@@ -195,13 +196,14 @@ def _truth(model, frame: pd.DataFrame, target: str, metric: str,
     return out
 
 
-def run(task: str, rows: int, size: int, folder: Path) -> dict[str, Any]:
+def run(task: str, metric: str | None, rows: int, size: int,
+        folder: Path) -> dict[str, Any]:  # fmt: skip
     from ctloop import loop, tracking
     from ctloop.config import load_config
     from ctloop.monitor.performance import DEFAULT_TOLERANCES
     from ctloop.monitor.reference import load_champion
 
-    target, metric = TARGETS[task], METRICS[task]
+    target, metric = TARGETS[task], metric or METRICS[task]
     table = _table(rows, task)
     cut = int(0.6 * len(table))
     table.iloc[:cut].to_csv(folder / "table.csv", index=False)
@@ -209,7 +211,7 @@ def run(task: str, rows: int, size: int, folder: Path) -> dict[str, Any]:
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
     os.chdir(folder)
     tracking.configure()
-    cfg = load_config(_config(folder, target))
+    cfg = load_config(_config(folder, target, metric))
     started = time.perf_counter()
     _, decision = loop.run(cfg)
     assert decision.promoted, decision.to_markdown()
@@ -252,7 +254,8 @@ def run(task: str, rows: int, size: int, folder: Path) -> dict[str, Any]:
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Confusion counts per labels / no labels over the shifted scenarios, and the
     same-distribution samples on their own (their realised drop is noise by construction:
-    one above the tolerance is chance, and the monitor must not act on it)."""
+    one above the tolerance is chance, and the monitor must not act on it). An `alert`
+    (the data looks broken: a person is told, nothing retrains) is counted apart."""
     out: dict[str, Any] = {}
     for labelled in (True, False):
         key = "labels" if labelled else "no_labels"
@@ -260,15 +263,15 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         shifted = [r for r in rows if r["kind"] != "same"]
         same = [r for r in rows if r["kind"] == "same"]
 
-        def count(subset: list[dict[str, Any]], harmful: bool, acted: bool) -> int:
-            return sum(r["harmful"] == harmful and (r["decision"] == "retrain") == acted
-                       for r in subset)  # fmt: skip
+        def count(subset: list[dict[str, Any]], harmful: bool, *decisions: str) -> int:
+            return sum(r["harmful"] == harmful and r["decision"] in decisions for r in subset)
 
         out[key] = {
-            "harm_retrain": count(shifted, True, True),
-            "harm_no_action": count(shifted, True, False),
-            "calm_retrain": count(shifted, False, True),
-            "calm_no_action": count(shifted, False, False),
+            "harm_retrain": count(shifted, True, "retrain"),
+            "harm_alert": count(shifted, True, "alert"),
+            "harm_no_action": count(shifted, True, "no_action", "no_data"),
+            "calm_retrain": count(shifted, False, "retrain"),
+            "calm_no_action": count(shifted, False, "no_action", "no_data", "alert"),
             "same_retrains": sum(r["decision"] == "retrain" for r in same),
             "same_samples": len(same),
             "same_drop_above_tolerance_by_chance": sum(r["harmful"] for r in same),
@@ -289,12 +292,12 @@ def markdown(result: dict[str, Any]) -> str:
              f"{result['pool_value']:.3f} on the {result['pool_rows']:,} unseen pool rows "
              f"(the truth's reference); harm = realised drop > {result['tolerance']}{relative}.",
              "",
-             "| shifted scenarios | harmful: retrain | harmful: no action | not harmful: "
-             "retrain | not harmful: no action |", "|---|---|---|---|---|"]
+             "| shifted scenarios | harmful: retrain | harmful: alert | harmful: no action | "
+             "not harmful: retrain | not harmful: no retrain |", "|---|---|---|---|---|---|"]
     for key, title in (("labels", "with labels"), ("no_labels", "without labels")):
         s = summary[key]
-        lines.append(f"| {title} | {s['harm_retrain']} | {s['harm_no_action']} | "
-                     f"{s['calm_retrain']} | {s['calm_no_action']} |")
+        lines.append(f"| {title} | {s['harm_retrain']} | {s.get('harm_alert', 0)} | "
+                     f"{s['harm_no_action']} | {s['calm_retrain']} | {s['calm_no_action']} |")
     lines += ["", "| same-distribution samples | retrains | realised drop > tolerance by "
               "chance |", "|---|---|---|"]
     for key, title in (("labels", "with labels"), ("no_labels", "without labels")):
@@ -323,6 +326,8 @@ def markdown(result: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TARGETS), default="binary")
+    parser.add_argument("--metric", default=None,
+                        help="primary metric (default: the task's, as in METRICS)")
     parser.add_argument("--rows", type=int, default=ROWS)
     parser.add_argument("--sample", type=int, default=SAMPLE, help="rows per scenario")
     parser.add_argument("--keep", type=Path, default=None, help="work folder to keep")
@@ -340,12 +345,13 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     cwd = Path.cwd()
     try:
-        result = run(args.task, args.rows, args.sample, folder)
+        result = run(args.task, args.metric, args.rows, args.sample, folder)
     finally:
         os.chdir(cwd)
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
-    name = "bench_decisions" + ("" if args.task == "binary" else f"-{args.task}")
+    name = "bench_decisions" + ("" if args.task == "binary" else f"-{args.task}") + (
+        f"-{args.metric}" if args.metric else "")
     write_result(name if args.sample == SAMPLE else f"{name}-sample{args.sample}", result)
     print(markdown(result))
 
