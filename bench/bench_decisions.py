@@ -255,7 +255,9 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Confusion counts per labels / no labels over the shifted scenarios, and the
     same-distribution samples on their own (their realised drop is noise by construction:
     one above the tolerance is chance, and the monitor must not act on it). An `alert`
-    (the data looks broken: a person is told, nothing retrains) is counted apart."""
+    (the data looks broken: a person is told, nothing retrains) is counted apart, and so is a
+    retrain on a scenario where the primary metric held but a guard the monitor also watches
+    (recall, accuracy) dropped beyond its own tolerance."""
     out: dict[str, Any] = {}
     for labelled in (True, False):
         key = "labels" if labelled else "no_labels"
@@ -266,11 +268,14 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         def count(subset: list[dict[str, Any]], harmful: bool, *decisions: str) -> int:
             return sum(r["harmful"] == harmful and r["decision"] in decisions for r in subset)
 
+        guarded = [r for r in shifted if not r["harmful"] and r.get("guards_harmed")]
+
         out[key] = {
             "harm_retrain": count(shifted, True, "retrain"),
             "harm_alert": count(shifted, True, "alert"),
             "harm_no_action": count(shifted, True, "no_action", "no_data"),
-            "calm_retrain": count(shifted, False, "retrain"),
+            "calm_retrain": count(shifted, False, "retrain") - count(guarded, False, "retrain"),
+            "guard_retrain": count(guarded, False, "retrain"),
             "calm_no_action": count(shifted, False, "no_action", "no_data", "alert"),
             "same_retrains": sum(r["decision"] == "retrain" for r in same),
             "same_samples": len(same),
@@ -284,20 +289,24 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any]) -> str:
+    from ctloop.monitor.performance import RELATIVE_METRICS
+
     summary = result["summary"]
     metric = result["metric"]
-    relative = " (relative)" if metric in ("log_loss", "rmse") else ""
+    relative = " (relative)" if metric in RELATIVE_METRICS else ""
     lines = [f"{result['task'].capitalize()}, scenarios of up to {result['sample_rows']:,} rows. "
              f"Champion {metric}: {result['holdout_value']:.3f} on its holdout, "
              f"{result['pool_value']:.3f} on the {result['pool_rows']:,} unseen pool rows "
              f"(the truth's reference); harm = realised drop > {result['tolerance']}{relative}.",
              "",
              "| shifted scenarios | harmful: retrain | harmful: alert | harmful: no action | "
-             "not harmful: retrain | not harmful: no retrain |", "|---|---|---|---|---|---|"]
+             "primary held, a guard dropped: retrain | not harmful: retrain | "
+             "not harmful: no retrain |", "|---|---|---|---|---|---|---|"]
     for key, title in (("labels", "with labels"), ("no_labels", "without labels")):
         s = summary[key]
         lines.append(f"| {title} | {s['harm_retrain']} | {s.get('harm_alert', 0)} | "
-                     f"{s['harm_no_action']} | {s['calm_retrain']} | {s['calm_no_action']} |")
+                     f"{s['harm_no_action']} | {s.get('guard_retrain', 0)} | "
+                     f"{s['calm_retrain']} | {s['calm_no_action']} |")
     lines += ["", "| same-distribution samples | retrains | realised drop > tolerance by "
               "chance |", "|---|---|---|"]
     for key, title in (("labels", "with labels"), ("no_labels", "without labels")):
