@@ -64,7 +64,19 @@ class MetricCheck:
                 f"{scale * self.drop:+.{1 if unit else 4}f}{unit}")
         if self.lower is not None:
             text += f", lower bound {scale * self.lower:+.{1 if unit else 4}f}{unit}"
-        return text + f" {'>' if self.harmful else '<='} tolerance {scale * self.tolerance:g}{unit}"
+        text += f" {'>' if self.harmful else '<='} tolerance {scale * self.tolerance:g}{unit}"
+        if self.too_noisy:
+            text += (f" (too few rows to resolve the tolerance: the drop is known to within "
+                     f"{scale * (self.drop - self.lower):.{1 if unit else 4}f}{unit}; a larger "
+                     "window would tell)")
+        return text
+
+    @property
+    def too_noisy(self) -> bool:
+        """The window and holdout noise alone spans more than the tolerance: a drop beyond
+        it could not be told from chance even if it were there."""
+        return (self.lower is not None and not self.harmful
+                and self.drop - self.lower > self.tolerance)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

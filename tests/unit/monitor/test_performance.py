@@ -86,6 +86,10 @@ def test_labelled_check_calm_noise_is_not_harm_a_real_drop_is() -> None:
     harmed = perf.labelled_checks(BINARY, tols, y_ref, s_ref, flipped, s, 0.9)
     assert harmed[0].harmful and harmed[0].lower > 0.03
     assert "(realised): drop +0.2" in harmed[0].describe()
+    assert not calm[0].too_noisy and "larger window" not in calm[0].describe()
+    # 60 rows cannot resolve three points of AUC: the reason says so instead of a bare "<="
+    tiny = perf.labelled_checks(BINARY, {"roc_auc": 0.03}, y_ref, s_ref, *_binary(rng, 60), 0.9)
+    assert tiny[0].too_noisy and "a larger window would tell" in tiny[0].describe()
 
 
 def test_error_metrics_drop_relative_to_their_expected_level() -> None:
