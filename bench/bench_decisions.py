@@ -179,7 +179,7 @@ def _realised(model, frame: pd.DataFrame, target: str, metric: str) -> float:
 
 
 def _truth(model, frame: pd.DataFrame, target: str, metric: str,
-           pool: pd.DataFrame) -> dict[str, Any]:  # fmt: skip
+           pool_values: dict[str, float]) -> dict[str, Any]:  # fmt: skip
     """The primary metric's realised drop and harm; and the guards the monitor also watches
     (recall, accuracy) that dropped beyond their own tolerance, which it acts on too."""
     from ctloop.monitor.performance import drop, tolerances
@@ -187,8 +187,7 @@ def _truth(model, frame: pd.DataFrame, target: str, metric: str,
     out: dict[str, Any] = {"guards_harmed": []}
     for name, tol in tolerances(model.task, metric, None).items():
         value = _realised(model, frame, target, name)
-        lost = float(drop(name, _realised(model, pool, target, name), value,
-                          name in model.task.lower_is_better))  # fmt: skip
+        lost = float(drop(name, pool_values[name], value, name in model.task.lower_is_better))
         if name == metric:
             out.update(realised=value, drop=lost, harmful=bool(lost > tol))
         elif lost > tol:
@@ -200,7 +199,7 @@ def run(task: str, metric: str | None, rows: int, size: int,
         folder: Path) -> dict[str, Any]:  # fmt: skip
     from ctloop import loop, tracking
     from ctloop.config import load_config
-    from ctloop.monitor.performance import DEFAULT_TOLERANCES
+    from ctloop.monitor.performance import DEFAULT_TOLERANCES, tolerances
     from ctloop.monitor.reference import load_champion
 
     target, metric = TARGETS[task], metric or METRICS[task]
@@ -217,10 +216,12 @@ def run(task: str, metric: str | None, rows: int, size: int,
     assert decision.promoted, decision.to_markdown()
     train_s = time.perf_counter() - started
     model = load_champion(cfg)[1]
-    pool_value = _realised(model, pool, target, metric)
+    pool_values = {name: _realised(model, pool, target, name)
+                   for name in tolerances(model.task, metric, None)}  # fmt: skip
+    pool_value = pool_values[metric]
     results = []
     for name, (kind, frame) in _scenarios(pool, size, target).items():
-        truth = _truth(model, frame, target, metric, pool)
+        truth = _truth(model, frame, target, metric, pool_values)
         for labelled in (True, False):
             path = folder / "current.csv"
             (frame if labelled else frame.drop(columns=[target])).to_csv(path, index=False)

@@ -127,7 +127,7 @@ def verdict_text(result, months: str) -> str:
                 f"beyond the tolerance: retrain warranted")  # fmt: skip
     slipping = [c for c in checks if c["drop"] > c["tolerance"]]
     if slipping:
-        confidence = result.performance.get("confidence", 0.75)
+        confidence = result.performance["confidence"]  # written beside the checks
         which = ", ".join(f"{c['metric']} drop {c['drop']:+.3f} (lower bound {c['lower']:+.3f})"
                           for c in slipping)  # fmt: skip
         return (f"{who} on {months}: {figures}; {which} beyond the tolerance but not with "

@@ -320,7 +320,7 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
                 on_progress(len(result.trials), total, trial)
         result.search_seconds = round(time.perf_counter() - search_started, 2)
         result.phases["search"] = result.search_seconds
-        result.trials.sort(key=lambda t: _nan_last(key(t.metrics.get(metric, float("nan")))))
+        result.trials = _ranked(result.trials, key, metric)
         logging_started = time.perf_counter()
         inputs.result()  # its error, if any, fails the run here
         if folds:
@@ -375,8 +375,7 @@ def _forget_models(finished: dict[str, _Finished], trials: list[TrialResult],
                    key: Callable[[float], float], metric: str, keep: int) -> None:
     """Let go of the fitted models of trials outside the best `keep` so far: only those can
     still be logged, and a forest can weigh hundreds of MB."""
-    ranked = sorted(trials, key=lambda t: _nan_last(key(t.metrics.get(metric, float("nan")))))
-    for trial in ranked[keep:]:
+    for trial in _ranked(trials, key, metric)[keep:]:
         if finished[trial.name].model is not None:
             finished[trial.name] = dataclasses.replace(finished[trial.name], model=None)
 
@@ -432,6 +431,12 @@ def column_tags(dataset: Dataset) -> dict[str, str]:
     if dataset.notes:
         tags["ctloop.column_notes"] = "; ".join(f"{c}: {n}" for c, n in dataset.notes.items())
     return tags
+
+
+def _ranked(trials: list[TrialResult], key: Callable[[float], float],
+            metric: str) -> list[TrialResult]:  # fmt: skip
+    """Best first by `metric` (the task's `sort_key`); undefined scores last, ties in order."""
+    return sorted(trials, key=lambda t: _nan_last(key(t.metrics.get(metric, float("nan")))))
 
 
 def _nan_last(key: float) -> float:
