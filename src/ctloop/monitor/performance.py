@@ -73,10 +73,13 @@ class MetricCheck:
 
     @property
     def too_noisy(self) -> bool:
-        """The window and holdout noise alone spans more than the tolerance: a drop beyond
-        it could not be told from chance even if it were there."""
-        return (self.lower is not None and not self.harmful
-                and self.drop - self.lower > self.tolerance)
+        """The window and holdout noise alone spans more than the tolerance, and the drop
+        might still be beyond it (its mirrored upper bound reaches the tolerance): harm can be
+        neither confirmed nor ruled out on these rows."""
+        if self.lower is None or self.harmful:
+            return False
+        spread = self.drop - self.lower
+        return spread > self.tolerance and self.drop + spread > self.tolerance
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
