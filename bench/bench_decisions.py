@@ -269,16 +269,24 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         def count(subset: list[dict[str, Any]], harmful: bool, *decisions: str) -> int:
             return sum(r["harmful"] == harmful and r["decision"] in decisions for r in subset)
 
+        def flagged(subset: list[dict[str, Any]], harmful: bool | None = None) -> int:
+            """No action, but the summary flags an unconfirmed labelled drop."""
+            return sum(r["rule"] == "unconfirmed_drop" and harmful in (None, r["harmful"])
+                       for r in subset)
+
         guarded = [r for r in shifted if not r["harmful"] and r.get("guards_harmed")]
 
         out[key] = {
             "harm_retrain": count(shifted, True, "retrain"),
             "harm_alert": count(shifted, True, "alert"),
-            "harm_no_action": count(shifted, True, "no_action", "no_data"),
+            "harm_flagged": flagged(shifted, True),
+            "harm_no_action": count(shifted, True, "no_action", "no_data") - flagged(shifted,
+                                                                                     True),
             "calm_retrain": count(shifted, False, "retrain") - count(guarded, False, "retrain"),
             "guard_retrain": count(guarded, False, "retrain"),
             "calm_no_action": count(shifted, False, "no_action", "no_data", "alert"),
             "same_retrains": sum(r["decision"] == "retrain" for r in same),
+            "same_flagged": flagged(same),
             "same_samples": len(same),
             "same_drop_above_tolerance_by_chance": sum(r["harmful"] for r in same),
         }
@@ -300,19 +308,22 @@ def markdown(result: dict[str, Any]) -> str:
              f"{result['pool_value']:.3f} on the {result['pool_rows']:,} unseen pool rows "
              f"(the truth's reference); harm = realised drop > {result['tolerance']}{relative}.",
              "",
-             "| shifted scenarios | harmful: retrain | harmful: alert | harmful: no action | "
-             "primary held, a guard dropped: retrain | not harmful: retrain | "
-             "not harmful: no retrain |", "|---|---|---|---|---|---|---|"]
+             "| shifted scenarios | harmful: retrain | harmful: alert | harmful: flagged, "
+             "not retrained | harmful: no action | primary held, a guard dropped: retrain | "
+             "not harmful: retrain | not harmful: no retrain |",
+             "|---|---|---|---|---|---|---|---|"]
     for key, title in (("labels", "with labels"), ("no_labels", "without labels")):
         s = summary[key]
         lines.append(f"| {title} | {s['harm_retrain']} | {s.get('harm_alert', 0)} | "
-                     f"{s['harm_no_action']} | {s.get('guard_retrain', 0)} | "
+                     f"{s.get('harm_flagged', 0)} | {s['harm_no_action']} | "
+                     f"{s.get('guard_retrain', 0)} | "
                      f"{s['calm_retrain']} | {s['calm_no_action']} |")
-    lines += ["", "| same-distribution samples | retrains | realised drop > tolerance by "
-              "chance |", "|---|---|---|"]
+    lines += ["", "| same-distribution samples | retrains | flagged (unconfirmed drop) | "
+              "realised drop > tolerance by chance |", "|---|---|---|---|"]
     for key, title in (("labels", "with labels"), ("no_labels", "without labels")):
         s = summary[key]
         lines.append(f"| {title} | {s['same_retrains']}/{s['same_samples']} | "
+                     f"{s.get('same_flagged', 0)} | "
                      f"{s['same_drop_above_tolerance_by_chance']} |")
     flagged, total = summary["no_labels_covariate_harm_flagged"]
     lines.append(f"\nHarmful covariate-shift scenarios flagged without labels: {flagged}/{total}")

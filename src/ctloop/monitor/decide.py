@@ -13,7 +13,9 @@ The decision is about harm; drift is its explanation. Decisions, most severe fir
                                 effect size thresholds.prediction_effect;
                feature_drift    only if thresholds.retrain_on_feature_drift (opt-in policy):
                                 the share of drifted features reached drift_share;
-  no_action  none of the above; drifted features are still named in the reasons.
+  no_action  none of the above; drifted features are still named in the reasons. Rule
+             `unconfirmed_drop` flags a labelled metric whose realised drop is beyond its
+             tolerance while its lower confidence bound is not (watch the next window).
 With labels (at least thresholds.min_labels of them) the labels decide: estimates and
 prediction drift are then reported, not acted on.
 """
@@ -166,6 +168,10 @@ def decide(signals: Signals, cfg: MonitorConfig, lower_is_better: Collection[str
     if fired:
         rules = list(dict.fromkeys(rule for rule, _ in fired))
         return Verdict(RETRAIN, "+".join(rules), [r for _, r in fired] + reported)
+    unconfirmed = [c.describe() for c in signals.realised if c.unconfirmed]
+    if unconfirmed:
+        return Verdict(NO_ACTION, "unconfirmed_drop",
+                       [*unconfirmed, *(r for r in reported if r not in unconfirmed)])
     return Verdict(NO_ACTION, "none", reported)
 
 

@@ -53,7 +53,8 @@ class MonitorResult:
         """One line: decision and the rule that made it, rows, drift, retrain outcome, run
         id, then the reasons (the figures the rule rests on first)."""
         head = self.decision.upper()  # NO_ACTION, RETRAIN, ALERT, NO_DATA: one token to grep
-        parts = [f"{head} ({self.rule})" if self.decision == dec.RETRAIN else head]
+        flagged = self.decision == dec.RETRAIN or self.rule == "unconfirmed_drop"
+        parts = [f"{head} ({self.rule})" if flagged else head]
         if self.model_version is not None:
             parts.append(f"champion v{self.model_version}")
         parts.append(f"rows {self.rows.get('current', 0)}")

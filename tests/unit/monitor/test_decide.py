@@ -65,6 +65,18 @@ def test_labelled_drop_decides_and_comes_first() -> None:
     assert "> tolerance 0.03" in verdict.reasons[0]
 
 
+def test_drop_beyond_tolerance_without_confidence_is_flagged_not_retrained() -> None:
+    # Realised drop 0.04 > 0.03, but its lower bound (0.02) is not: a calm window crosses the
+    # tolerance by chance now and then, so it is flagged for the next window, not acted on.
+    edge = [_check("roc_auc", 0.04, False), _check("recall", 0.01, False)]
+    verdict = _decide(realised=edge, labelled=500)
+    assert (verdict.decision, verdict.rule) == (dec.NO_ACTION, "unconfirmed_drop")
+    assert verdict.reasons[0].startswith("roc_auc 0.7600 vs expected 0.8000 (realised)")
+    assert "unconfirmed" in verdict.reasons[0] and len(verdict.reasons) == len(set(
+        verdict.reasons))
+    assert _decide(realised=CALM, labelled=500).rule == "none"
+
+
 def test_with_labels_estimates_and_prediction_drift_are_only_reported() -> None:
     verdict = _decide(realised=CALM, estimated=[_check("roc_auc", 0.2, True, "estimate")],
                       prediction=PRED_DRIFT, labelled=500)
