@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from ctloop import loop, tracking
 from ctloop.config import Config, load_config
 from ctloop.monitor.job import MonitorError
-from tests.conftest import make_churn
+from tests.conftest import SMALL_TRAINING, make_churn, store_in, write_config
 from tests.unit.monitor.support import T0, write_capture, write_ground_truth
 
 FEATURES = ["tenure", "monthly_charges", "contract", "internet"]
@@ -287,6 +287,58 @@ def test_cli_exit_codes_and_summary_line(store: dict, tmp_path: Path) -> None:
 
 # --- multiclass (penguins) and regression (diabetes) champions ------------------------------
 
+def _deliveries(rows: int, seed: int, west: float = 0.1) -> pd.DataFrame:
+    """Delivery minutes: the mean follows distance, the noise is four times larger in the
+    west (a share `west` of the rows). A champion is as good as the noise lets it be, so
+    where the traffic lies decides its error, not what it learnt."""
+    rng = np.random.default_rng(seed)
+    region = np.where(rng.random(rows) < west, "west",
+                      rng.choice(["north", "south", "east"], rows))
+    distance = rng.uniform(1, 50, rows).round(1)
+    noise = np.where(region == "west", 12.0, 3.0) * rng.standard_normal(rows)
+    return pd.DataFrame({"distance": distance, "region": region,
+                         "weekday": rng.integers(0, 7, rows),
+                         "minutes": (10 + 2 * distance + noise).round(1)})
+
+
+@pytest.fixture(scope="module")
+def delivery_store(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A regression champion with a holdout large enough (600 rows) to learn its loss from."""
+    folder = tmp_path_factory.mktemp("deliveries")
+    _deliveries(4000, 0).to_csv(folder / "deliveries.csv", index=False)
+    config = write_config(folder, {"name": "deliveries", "training": SMALL_TRAINING,
+                                   "data": {"source": "deliveries.csv", "target": "minutes"}})
+    with store_in(folder) as uri:
+        loop.run(load_config(config))
+    return {"uri": uri, "dir": folder, "config": config}
+
+
+def test_regression_estimated_drop_without_labels(delivery_store: dict, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Traffic moves to the region where the champion errs most: no labels, yet the loss
+    model learnt on its holdout sees the rmse the labels would show; calm traffic does not."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", delivery_store["uri"])
+    monkeypatch.chdir(delivery_store["dir"])
+    tracking.configure()
+    cfg = load_config(delivery_store["config"])
+    calm = loop.monitor(cfg, current=_csv(tmp_path, "calm.csv",
+                                          _deliveries(1000, 1).drop(columns="minutes")))
+    assert calm.decision == "no_action", calm.summary()
+    [rmse] = calm.performance["estimated"]
+    assert rmse["metric"] == "rmse" and abs(rmse["drop"]) < 0.1
+    west = _deliveries(1000, 2, west=0.8)
+    shifted = loop.monitor(cfg, current=_csv(tmp_path, "west.csv", west.drop(columns="minutes")))
+    assert shifted.decision == "retrain" and shifted.rule == "estimated_drop", shifted.summary()
+    assert shifted.reasons[0].startswith("rmse ") and "(estimated)" in shifted.reasons[0]
+    assert _run(shifted.monitor_run_id).data.metrics["estimated_drop.rmse"] > 0.5
+    # the labels, once they arrive, confirm it
+    labelled = loop.monitor(cfg, current=_csv(tmp_path, "westl.csv", west))
+    [realised] = labelled.performance["realised"]
+    assert labelled.rule == "labelled_drop" and realised["drop"] > 0.5
+    [estimated] = shifted.performance["estimated"]
+    assert estimated["observed"] == pytest.approx(realised["observed"], rel=0.15)
+
+
 TASK_DATA = {
     # kind: (name, target, numeric columns to shift, categorical column to make dominant)
     "multiclass": ("penguins", "species", ["bill_length_mm", "flipper_length_mm"], "island"),
@@ -346,7 +398,7 @@ def test_task_same_distribution_no_drift_with_the_tasks_quality(task_store: dict
                                                  else "wasserstein_normed")
     primary = "log_loss" if kind == "multiclass" else "rmse"
     assert {c["metric"] for c in result.performance["realised"]} >= {primary}
-    # CBPE for classification; regression has no sound estimate without labels
+    # CBPE for classification; a regression loss model needs a larger holdout than diabetes'
     assert bool(result.performance["estimated"]) == (kind == "multiclass")
     assert set(result.quality) == set(model.task.metric_names)  # labels came with the file
     assert result.rows["labelled"] == 400

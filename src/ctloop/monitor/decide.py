@@ -8,7 +8,9 @@ The decision is about harm; drift is its explanation. Decisions, most severe fir
                labelled_drop    with labels: a realised metric dropped beyond its tolerance
                                 with confidence (`performance.labelled_checks`);
                min_quality      with labels: a metric crossed thresholds.min_quality;
-               estimated_drop   without labels: the CBPE estimate dropped beyond tolerance;
+               estimated_drop   without labels: the estimate (CBPE for classification,
+                                direct loss estimation for regression) dropped beyond
+                                tolerance;
                prediction_drift without labels: the prediction moved by more than the
                                 effect size thresholds.prediction_effect;
                feature_drift    only if thresholds.retrain_on_feature_drift (opt-in policy):

@@ -9,7 +9,8 @@ class with weight c and as the negative with weight 1 - c, and the task's sklear
 computed with those sample weights: expected TP = sum(c * [s >= t]) and so on. Multiclass is
 the same with one copy per class. It holds under covariate shift (P(x) moves, P(y | x) does
 not), which is what a model without labels can know about; a change of P(y | x) (concept
-shift) needs labels. Regression has no sound analogue: prediction drift and labels only.
+shift) needs labels. Regression's analogue, a model of the champion's loss, is
+`estimate_loss.py`.
 
 The champion's raw probabilities need not be calibrated (boosted trees seldom are), so an
 isotonic map is fitted on its holdout (rows it never trained on), per class for multiclass.

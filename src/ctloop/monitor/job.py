@@ -42,6 +42,7 @@ from ctloop.monitor.drift import (
     effect_size,
 )
 from ctloop.monitor.estimate import Calibrator, estimate
+from ctloop.monitor.estimate_loss import LossEstimator
 from ctloop.monitor.frames import (
     drift_view,
     encode_labels,
@@ -92,6 +93,7 @@ class _Evidence:
     drift_cols: tuple[ColumnDrift, ...] = ()
     prediction: ColumnDrift | None = None
     pred_ref: pd.DataFrame | None = None  # prediction reference: holdout, else training rows
+    pred_ref_is_holdout: bool = False  # rows the champion never trained on
     ref_scores: np.ndarray | None = None  # the task's scores on pred_ref
     cur_scores: np.ndarray | None = None
     ref_labels: np.ndarray | None = None  # the task's label codes of pred_ref, if it has them
@@ -146,7 +148,7 @@ def _run_monitor(cfg: Config, location: str, since: str | None, until: str | Non
 
     evidence = _gather_evidence(cfg, model, reference, parent_run_id, cur, result, clock)
     if len(cur.frame):
-        _performance(cfg, task, tolerances, cur, evidence, result)
+        _performance(cfg, model, tolerances, cur, evidence, result)
         clock.lap("performance")
     _decide(cfg, model, evidence, len(cur.frame), result)
     run_id = _log_monitor_run(cfg, model, champion, parent_run_id, cur, evidence, result, clock)
@@ -186,7 +188,8 @@ def _score_predictions(cfg: Config, model: TabularModel, reference: pd.DataFrame
     the task's drift signal; where labelled, the task's quality and target drift."""
     task = model.task
     holdout = load_holdout(parent_run_id)
-    evidence.pred_ref = reference if holdout is None or holdout.empty else holdout
+    evidence.pred_ref_is_holdout = holdout is not None and not holdout.empty
+    evidence.pred_ref = holdout if evidence.pred_ref_is_holdout else reference
     pred_ref_frame = normalise(evidence.pred_ref, model)
     evidence.ref_scores = predict(model, pred_ref_frame, "reference")
     result.rows["prediction_reference"] = len(evidence.pred_ref)
@@ -230,13 +233,15 @@ def _tolerances(cfg: Config, task: Task) -> dict[str, float]:
         raise MonitorError(str(exc)) from None
 
 
-def _performance(cfg: Config, task: Task, tolerances: dict[str, float], cur: Current,
-                 evidence: _Evidence, result: MonitorResult) -> None:  # fmt: skip
+def _performance(cfg: Config, model: TabularModel, tolerances: dict[str, float],
+                 cur: Current, evidence: _Evidence,
+                 result: MonitorResult) -> None:  # fmt: skip
     """The champion's metrics on the window vs its expected level: realised where enough rows
-    are labelled, estimated (CBPE on calibrated probabilities) for classification. The level
-    and the calibration come from the holdout, joined by the out-of-fold rows where the
-    champion was cross-validated (their models saw 1 - 1/k of the rows: a hair pessimistic,
-    against a 100-row holdout's noise of several AUC points)."""
+    are labelled, estimated otherwise (`_estimates`). The level and the calibration come from
+    the holdout, joined by the out-of-fold rows where the champion was cross-validated (their
+    models saw 1 - 1/k of the rows: a hair pessimistic, against a 100-row holdout's noise of
+    several AUC points)."""
+    task = model.task
     th = cfg.monitor.thresholds
     ref_scores, cur_scores = evidence.ref_scores, evidence.cur_scores
     if evidence.ref_labels is None or ref_scores is None or cur_scores is None:
@@ -256,10 +261,9 @@ def _performance(cfg: Config, task: Task, tolerances: dict[str, float], cur: Cur
         evidence.realised = perf.labelled_checks(task, tolerances, y_ref, s_ref, y_cur,
                                                  cur_scores[known], th.confidence,
                                                  seed=cfg.split.seed)  # fmt: skip
-    calibrator = Calibrator.fit(task, y_ref, s_ref)
-    if calibrator is not None:
-        expected = estimate(task, s_ref, calibrator(s_ref))
-        estimated = estimate(task, cur_scores, calibrator(cur_scores))
+    expected, estimated = _estimates(task, tolerances, model, cur, evidence, y_ref, s_ref,
+                                     known_ref, cfg.split.seed)
+    if expected:
         evidence.estimated = perf.estimated_checks(tolerances, expected, estimated,
                                                    task.lower_is_better)  # fmt: skip
     result.performance = {
@@ -269,6 +273,31 @@ def _performance(cfg: Config, task: Task, tolerances: dict[str, float], cur: Cur
         "realised": [c.to_dict() for c in evidence.realised],
         "estimated": [c.to_dict() for c in evidence.estimated],
     }  # fmt: skip
+
+
+def _estimates(task: Task, tolerances: dict[str, float], model: TabularModel, cur: Current,
+               evidence: _Evidence, y_ref: np.ndarray, s_ref: np.ndarray,
+               known_ref: np.ndarray, seed: int) -> tuple[dict[str, float], dict[str, float]]:
+    """(the label-free estimate on the reference rows, the same on the window), or two empty
+    dicts. Classification: CBPE, calibrated on holdout and out-of-fold scores. Regression:
+    direct loss estimation, which learns from the features, so from the holdout's rows alone
+    (never from rows the champion trained on)."""
+    cur_scores = evidence.cur_scores
+    if task.kind != "regression":
+        calibrator = Calibrator.fit(task, y_ref, s_ref)
+        if calibrator is None:
+            return {}, {}
+        return (estimate(task, s_ref, calibrator(s_ref)),
+                estimate(task, cur_scores, calibrator(cur_scores)))
+    if not evidence.pred_ref_is_holdout or evidence.ref_labels is None:
+        return {}, {}
+    holdout = normalise(evidence.pred_ref, model).loc[known_ref]
+    losses = LossEstimator.fit(model.encode(holdout), evidence.ref_scores[known_ref],
+                               evidence.ref_labels[known_ref],
+                               model.encoder.categorical_indices, tolerances, seed)
+    if losses is None:
+        return {}, {}
+    return losses.expected, losses.estimate(model.encode(cur.frame), cur_scores)
 
 
 def _decide(cfg: Config, model: TabularModel, evidence: _Evidence, n: int,
