@@ -214,6 +214,14 @@ def _fold_ids(task: Task, y: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return ids
 
 
+def _submit_refit(pool: _Pool, chosen: _Finished, encoder: FeatureEncoder,
+                  workdir: str) -> Future:
+    """`_refit` of a trial in a local worker; its model lands in a folder of its own."""
+    trial = refit_trial(chosen.trial, chosen.record.params.get("n_rounds"))
+    folder = Path(workdir) / "refit" / chosen.trial.name / tracking.MODEL_DATA_DIR
+    return pool.submit_local(_refit, trial, encoder, pool.local_data, chosen.task, str(folder))
+
+
 def _refit(trial: Trial, encoder: FeatureEncoder, data: str, task: Task,
            model_dir: str) -> str:
     """Fit a chosen trial again on the training and validation rows together (its rounds as
@@ -308,7 +316,19 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
         total = search.max_trials
         if on_progress:
             on_progress(0, total, None)
-        for outcome in _run_search(search, pool, metric, training.time_budget, result):
+        refit_needed = not folds  # cross-validated trials were fitted on every row already
+        early_refit: list[tuple[str, Future]] = []
+
+        def refit_while_idle() -> None:
+            """The search's last trial is running and a worker is free: refit the best so far
+            there now; if the last trial does not beat it, that refit is the one logged."""
+            if refit_needed and result.trials:
+                best = finished[_ranked(result.trials, key, metric)[0].name]
+                early_refit.append((best.trial.name, _submit_refit(pool, best, encoder,
+                                                                   workdir)))
+
+        for outcome in _run_search(search, pool, metric, training.time_budget, result,
+                                   on_idle=refit_while_idle):
             record = outcome.record
             run_id = run.log_trial(record, tags)
             trial = TrialResult(record.name, record.family, run_id, dict(record.metrics),
@@ -328,7 +348,10 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
         result.trials[:training.logged_models] = _log_models(
             run, result.trials[:training.logged_models], finished, pool, workdir, encoder, task,
             y_fitted if folds else splits.validation.y, example, training.plots,
-            rows_fitted, rows_fitted if folds else rows["train"])
+            rows_fitted, rows_fitted if folds else rows["train"], dict(early_refit))
+        for _, spare in early_refit:  # unused if the last trial won: end it before its folder
+            if not spare.cancel():
+                wait([spare])
         result.phases["log_best_models"] = round(time.perf_counter() - logging_started, 2)
         run.mark_best(result.best.run_id, metric, result.best.metrics[metric])
         run.log_search(result.stopped_by, len(result.trials), result.search_seconds)
@@ -337,10 +360,13 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
 
 
 def _run_search(search: Search, pool: _Pool, metric: str, budget: float | None,
-                result: TrainResult) -> Iterator[_Finished]:
+                result: TrainResult,
+                on_idle: Callable[[], None] | None = None) -> Iterator[_Finished]:
     """Keep every worker busy with the search's next trial until the trials or the time run
     out (`result.stopped_by` says which); yield trials as they finish. Trials already
-    running when the budget runs out are finished, not thrown away."""
+    running when the budget runs out are finished, not thrown away. `on_idle` is called
+    once, when the search has stopped, a worker is free and a trial still runs (after the
+    trials that finished so far were yielded)."""
     started = time.perf_counter()
     deadline = time.time() + budget if budget is not None else None
     running: dict[Future, Trial] = {}
@@ -369,6 +395,9 @@ def _run_search(search: Search, pool: _Pool, metric: str, budget: float | None,
             search.finished(trial, outcomes[-1].record.metrics.get(metric, float("nan")))
         start_trials()  # keep the workers busy while the parent logs these
         yield from outcomes
+        if on_idle is not None and stopping and 0 < len(running) < pool.workers:
+            on_idle()
+            on_idle = None
 
 
 def _forget_models(finished: dict[str, _Finished], trials: list[TrialResult],
@@ -383,19 +412,19 @@ def _forget_models(finished: dict[str, _Finished], trials: list[TrialResult],
 def _log_models(run: tracking.TrainingRun, best: list[TrialResult],
                 finished: dict[str, _Finished], pool: _Pool, workdir: str,
                 encoder: FeatureEncoder, task: Task, y_val: np.ndarray, example: Any,
-                plots: bool, fitted_rows: int, train_rows: int) -> list[TrialResult]:
+                plots: bool, fitted_rows: int, train_rows: int,
+                early_refits: dict[str, Future]) -> list[TrialResult]:
     """Plots (of the validation scores; rendered in the workers, side by side) and the
     pyfunc models of the best trials, the very best refitted on training + validation rows
     first: it is the one `ctloop select` gates. Refitting the others too would cost a fit
     each for models that are only kept for comparison. Cross-validated trials were fitted
-    on all those rows already (`train_rows == fitted_rows`)."""
-    first = finished[best[0].name]
+    on all those rows already (`train_rows == fitted_rows`). `early_refits`: refits started
+    while the search's last trial ran (trial name -> the refit's model folder)."""
     model_dirs = {t.name: Path(workdir) / t.name / tracking.MODEL_DATA_DIR for t in best}
     refit = None
     if train_rows < fitted_rows:
-        chosen = refit_trial(first.trial, first.record.params.get("n_rounds"))
-        refit = pool.submit_local(_refit, chosen, encoder, pool.local_data, first.task,
-                                  str(model_dirs[best[0].name]))
+        refit = early_refits.get(best[0].name) or _submit_refit(
+            pool, finished[best[0].name], encoder, workdir)
     rendering = {}
     if plots:
         names = list(encoder.feature_names)
@@ -408,7 +437,7 @@ def _log_models(run: tracking.TrainingRun, best: list[TrialResult],
     uris = {}
     for trial in [*best[1:], best[0]]:  # the others are logged while the best is refitted
         if trial is best[0] and refit is not None:
-            refit.result()
+            model_dirs[trial.name] = Path(refit.result())
         else:
             model = finished[trial.name].model
             assert model is not None, f"{trial.name}: its model was let go of"

@@ -28,3 +28,42 @@ def test_only_the_best_few_trials_keep_their_fitted_model():
 
     kept = {name for name, outcome in finished.items() if outcome.model is not None}
     assert kept == {"b", "d"}  # the two best; an undefined score ranks last
+
+
+class _OneSlowTrialPool:
+    """Two workers (threads); the search's last trial takes far longer than the others."""
+
+    workers = 2
+
+    def __init__(self, last: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._executor, self._last = ThreadPoolExecutor(2), last
+
+    def submit_trial(self, trial: Trial, deadline: float | None):
+        return self._executor.submit(self._fit, trial)
+
+    def _fit(self, trial: Trial) -> _Finished:
+        import time
+
+        time.sleep(0.5 if trial.number == self._last else 0.01)
+        return _finished(trial.name, 0.5 + trial.number / 100)[1]
+
+
+def test_the_idle_worker_is_offered_once_while_the_last_trial_runs():
+    """When the search has stopped and a worker is free, the trainer may refit the best so
+    far there (instead of after the last trial): offered once, after every other trial."""
+    from ctloop.config import CandidateConfig
+    from ctloop.search import Search
+    from ctloop.train import TrainResult, _run_search
+
+    search = Search({"linear": CandidateConfig(trials=6, search={"C": {"low": 0.1, "high": 10}})},
+                    seed=0, max_trials=6, minimize=False, lag=4)
+    seen: list[str] = []
+    offers: list[list[str]] = []
+    result = TrainResult("", "x", "roc_auc")
+    for outcome in _run_search(search, _OneSlowTrialPool(last=5), "roc_auc", None, result,
+                               on_idle=lambda: offers.append(list(seen))):
+        seen.append(outcome.record.name)
+    assert len(seen) == 6 and result.stopped_by == "trials"
+    assert len(offers) == 1 and len(offers[0]) == 5 and "linear-05" not in offers[0]
