@@ -294,6 +294,8 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
                  and r["kind"] not in ("concept", "same")]  # fmt: skip
     out["no_labels_covariate_harm_flagged"] = (sum(r["decision"] == "retrain" for r in covariate),
                                                len(covariate))
+    # an alert (data-quality veto) retrains nothing but tells a person: loud, not silent
+    out["no_labels_covariate_harm_alerted"] = sum(r["decision"] == "alert" for r in covariate)
     return out
 
 
@@ -326,7 +328,10 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{s.get('same_flagged', 0)} | "
                      f"{s['same_drop_above_tolerance_by_chance']} |")
     flagged, total = summary["no_labels_covariate_harm_flagged"]
-    lines.append(f"\nHarmful covariate-shift scenarios flagged without labels: {flagged}/{total}")
+    alerted = summary.get("no_labels_covariate_harm_alerted", 0)
+    lines.append(f"\nHarmful covariate-shift scenarios without labels: {flagged}/{total} retrain"
+                 f", {alerted} more alert (data-quality veto): {flagged + alerted}/{total} "
+                 "not silent")
     lines += ["", f"| scenario | realised {metric} (drop) | with labels | without labels |",
               "|---|---|---|---|"]
     by_name: dict[str, dict[bool, dict[str, Any]]] = {}

@@ -34,6 +34,7 @@ MAX_ROUNDS = 1000  # a boosting trial's cap when the space does not set one; ear
 STOPPING_ROUNDS = 50  # rounds without a better validation loss before a booster stops
 HGB_STOPPING_ROUNDS = 20  # HistGradientBoosting's own n_iter_no_change, counted per iteration
 HGB_CHUNK = 50  # iterations between deadline checks (HistGradientBoosting has no callbacks)
+FOREST_CHUNK = 50  # trees between a forest's deadline checks
 
 # Each family's library defaults: the first trial of a family uses these where they lie in
 # its search space, so the search starts from the point the libraries' authors tuned for.
@@ -138,6 +139,9 @@ def fit_estimator(trial: Trial, kind: str, X: np.ndarray, y: np.ndarray,
         ]
     stopping = validation is not None and trial.family in BOOSTED
     estimator = build_estimator(trial, kind, categorical_indices, X.shape[1], stopping)
+    if trial.family == "random_forest" and deadline is not None:
+        _fit_forest_until(estimator, X, y, deadline)
+        return estimator
     if not stopping:
         estimator.fit(X, y)
         return estimator
@@ -184,6 +188,23 @@ def _fit_hgb_until(estimator: Any, X: np.ndarray, y: np.ndarray, X_val: np.ndarr
         affordable = int((deadline - now) / max(pace, 1e-9))
         estimator.set_params(max_iter=min(cap, estimator.max_iter + max(HGB_CHUNK, affordable)))
     estimator.set_params(warm_start=False)
+
+
+def _fit_forest_until(pipeline: Pipeline, X: np.ndarray, y: np.ndarray,
+                      deadline: float) -> None:
+    """A forest has no rounds to stop: grow its trees in warm-started chunks until all are
+    grown or the deadline passes (at least one chunk). With an integer `random_state` the
+    trees are the very ones a single fit grows: scikit-learn draws the seeds of the trees
+    it adds after those of the trees it has."""
+    forest = pipeline.named_steps["model"]
+    total = forest.n_estimators
+    pipeline.set_params(model__warm_start=True, model__n_estimators=min(total, FOREST_CHUNK))
+    while True:
+        pipeline.fit(X, y)
+        if forest.n_estimators >= total or time.time() >= deadline:
+            break
+        pipeline.set_params(model__n_estimators=min(total, forest.n_estimators + FOREST_CHUNK))
+    pipeline.set_params(model__warm_start=False)
 
 
 def _xgboost_deadline(deadline: float) -> Any:

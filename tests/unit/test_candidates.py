@@ -103,3 +103,19 @@ def test_histogram_boosting_grown_in_chunks_is_the_same_model():
                             deadline=time.time() + 600)
     assert chunked.n_iter_ == whole.n_iter_ > 50
     np.testing.assert_array_equal(chunked.predict_proba(X), whole.predict_proba(X))
+
+
+def test_a_forest_grows_the_same_trees_under_a_deadline_and_stops_at_it():
+    """A forest has no rounds: it grows in warm-started chunks of trees, the very trees a
+    single fit grows, and stops adding chunks once the search's budget is over."""
+    import time
+
+    X, y = _table(2000, signal=2.0)
+    X = np.nan_to_num(X)
+    trial = Trial(0, "random_forest", {"max_features": 0.5, "min_samples_leaf": 2}, 1)
+    whole = fit_estimator(trial, "binary", X, y, [4])
+    chunked = fit_estimator(trial, "binary", X, y, [4], deadline=time.time() + 600)
+    assert len(chunked.named_steps["model"].estimators_) == 200
+    np.testing.assert_array_equal(chunked.predict_proba(X), whole.predict_proba(X))
+    late = fit_estimator(trial, "binary", X, y, [4], deadline=time.time() - 1)
+    assert len(late.named_steps["model"].estimators_) == 50
