@@ -37,7 +37,6 @@ _LOSSES: dict[str, tuple[Callable[[np.ndarray, np.ndarray], np.ndarray],
     "rmse": (lambda y, p: (p - y) ** 2, lambda mean: math.sqrt(max(mean, 0.0))),
     "mape": (lambda y, p: np.abs(p - y) / np.maximum(np.abs(y), EPS), lambda mean: mean),
 }
-METRICS = frozenset(_LOSSES)
 
 
 class LossEstimator:

@@ -261,8 +261,8 @@ def _performance(cfg: Config, model: TabularModel, tolerances: dict[str, float],
         evidence.realised = perf.labelled_checks(task, tolerances, y_ref, s_ref, y_cur,
                                                  cur_scores[known], th.confidence,
                                                  seed=cfg.split.seed)  # fmt: skip
-    expected, estimated = _estimates(task, tolerances, model, cur, evidence, y_ref, s_ref,
-                                     known_ref, cfg.split.seed)
+    expected, estimated = _estimates(model, tolerances, cur, evidence, y_ref, s_ref, known_ref,
+                                     cfg.split.seed)
     if expected:
         evidence.estimated = perf.estimated_checks(tolerances, expected, estimated,
                                                    task.lower_is_better)  # fmt: skip
@@ -275,14 +275,14 @@ def _performance(cfg: Config, model: TabularModel, tolerances: dict[str, float],
     }  # fmt: skip
 
 
-def _estimates(task: Task, tolerances: dict[str, float], model: TabularModel, cur: Current,
+def _estimates(model: TabularModel, tolerances: dict[str, float], cur: Current,
                evidence: _Evidence, y_ref: np.ndarray, s_ref: np.ndarray,
                known_ref: np.ndarray, seed: int) -> tuple[dict[str, float], dict[str, float]]:
     """(the label-free estimate on the reference rows, the same on the window), or two empty
     dicts. Classification: CBPE, calibrated on holdout and out-of-fold scores. Regression:
     direct loss estimation, which learns from the features, so from the holdout's rows alone
     (never from rows the champion trained on)."""
-    cur_scores = evidence.cur_scores
+    task, cur_scores = model.task, evidence.cur_scores
     if task.kind != "regression":
         calibrator = Calibrator.fit(task, y_ref, s_ref)
         if calibrator is None:
