@@ -20,9 +20,8 @@ from sklearn.metrics import (
     mean_absolute_error,
     mean_absolute_percentage_error,
     precision_recall_curve,
-    precision_score,
+    precision_recall_fscore_support,
     r2_score,
-    recall_score,
     roc_auc_score,
     root_mean_squared_error,
 )
@@ -46,14 +45,17 @@ def classification_metrics(
     predicted = (probability >= threshold).astype(int)
     clipped = np.clip(probability, EPS, 1 - EPS)
     both = len(np.unique(y)) == 2  # a window may hold one class only: no ranking metric then
+    # one pass for the three label metrics (every trial of a search scores these)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y, predicted, average="binary", pos_label=1, zero_division=0)
     return {
         "roc_auc": float(roc_auc_score(y, probability)) if both else float("nan"),
         "pr_auc": float(average_precision_score(y, probability)) if both else float("nan"),
         "log_loss": float(log_loss(y, clipped, labels=[0, 1])),
         "brier": float(brier_score_loss(y, probability, pos_label=1)),
-        "f1": float(f1_score(y, predicted, zero_division=0)),
-        "precision": float(precision_score(y, predicted, zero_division=0)),
-        "recall": float(recall_score(y, predicted, zero_division=0)),
+        "f1": float(f1),
+        "precision": float(precision),
+        "recall": float(recall),
         "threshold": float(threshold),
     }
 
