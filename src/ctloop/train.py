@@ -316,16 +316,15 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
         total = search.max_trials
         if on_progress:
             on_progress(0, total, None)
-        refit_needed = not folds  # cross-validated trials were fitted on every row already
-        early_refit: list[tuple[str, Future]] = []
+        early_refit: dict[str, Future] = {}  # trial name -> its refit, started early
 
         def refit_while_idle() -> None:
             """The search's last trial is running and a worker is free: refit the best so far
-            there now; if the last trial does not beat it, that refit is the one logged."""
-            if refit_needed and result.trials:
+            there now; if the last trial does not beat it, that refit is the one logged.
+            Cross-validated trials were fitted on every row already: nothing to refit."""
+            if not folds and result.trials:
                 best = finished[_ranked(result.trials, key, metric)[0].name]
-                early_refit.append((best.trial.name, _submit_refit(pool, best, encoder,
-                                                                   workdir)))
+                early_refit[best.trial.name] = _submit_refit(pool, best, encoder, workdir)
 
         for outcome in _run_search(search, pool, metric, training.time_budget, result,
                                    on_idle=refit_while_idle):
@@ -348,8 +347,8 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
         result.trials[:training.logged_models] = _log_models(
             run, result.trials[:training.logged_models], finished, pool, workdir, encoder, task,
             y_fitted if folds else splits.validation.y, example, training.plots,
-            rows_fitted, rows_fitted if folds else rows["train"], dict(early_refit))
-        for _, spare in early_refit:  # unused if the last trial won: end it before its folder
+            rows_fitted, rows_fitted if folds else rows["train"], early_refit)
+        for spare in early_refit.values():  # unused if the last trial won: end it before its folder
             if not spare.cancel():
                 wait([spare])
         result.phases["log_best_models"] = round(time.perf_counter() - logging_started, 2)
@@ -419,7 +418,7 @@ def _log_models(run: tracking.TrainingRun, best: list[TrialResult],
     first: it is the one `ctloop select` gates. Refitting the others too would cost a fit
     each for models that are only kept for comparison. Cross-validated trials were fitted
     on all those rows already (`train_rows == fitted_rows`). `early_refits`: refits started
-    while the search's last trial ran (trial name -> the refit's model folder)."""
+    while the search's last trial ran (trial name -> a future of the refit's model folder)."""
     model_dirs = {t.name: Path(workdir) / t.name / tracking.MODEL_DATA_DIR for t in best}
     refit = None
     if train_rows < fitted_rows:

@@ -58,11 +58,12 @@ class LossEstimator:
         inputs = _inputs(X, predictions)
         folds = np.random.default_rng(seed).permutation(len(y)) % FOLDS
         mask = _categorical_mask(inputs, categorical)
+        y, predictions = np.asarray(y, np.float64), np.asarray(predictions, np.float64)
         models: dict[str, list] = {}
         expected: dict[str, float] = {}
         for metric in wanted:
             loss, read = _LOSSES[metric]
-            target = loss(np.asarray(y, dtype=np.float64), np.asarray(predictions, np.float64))
+            target = loss(y, predictions)
             models[metric], out_of_fold = [], np.empty(len(y))
             for k in range(FOLDS):
                 model = _loss_model(mask, seed, len(y)).fit(inputs[folds != k], target[folds != k])

@@ -93,6 +93,7 @@ class _Evidence:
     drift_cols: tuple[ColumnDrift, ...] = ()
     prediction: ColumnDrift | None = None
     pred_ref: pd.DataFrame | None = None  # prediction reference: holdout, else training rows
+    pred_ref_frame: pd.DataFrame | None = None  # pred_ref normalised for the champion
     pred_ref_is_holdout: bool = False  # rows the champion never trained on
     ref_scores: np.ndarray | None = None  # the task's scores on pred_ref
     cur_scores: np.ndarray | None = None
@@ -190,8 +191,8 @@ def _score_predictions(cfg: Config, model: TabularModel, reference: pd.DataFrame
     holdout = load_holdout(parent_run_id)
     evidence.pred_ref_is_holdout = holdout is not None and not holdout.empty
     evidence.pred_ref = holdout if evidence.pred_ref_is_holdout else reference
-    pred_ref_frame = normalise(evidence.pred_ref, model)
-    evidence.ref_scores = predict(model, pred_ref_frame, "reference")
+    evidence.pred_ref_frame = normalise(evidence.pred_ref, model)
+    evidence.ref_scores = predict(model, evidence.pred_ref_frame, "reference")
     result.rows["prediction_reference"] = len(evidence.pred_ref)
     evidence.cur_scores = cur.scores if cur.scores is not None else predict(
         model, cur.frame, "current")  # fmt: skip
@@ -291,7 +292,7 @@ def _estimates(model: TabularModel, tolerances: dict[str, float], cur: Current,
                 estimate(task, cur_scores, calibrator(cur_scores)))
     if not evidence.pred_ref_is_holdout or evidence.ref_labels is None:
         return {}, {}
-    holdout = normalise(evidence.pred_ref, model).loc[known_ref]
+    holdout = evidence.pred_ref_frame.loc[known_ref]
     losses = LossEstimator.fit(model.encode(holdout), evidence.ref_scores[known_ref],
                                evidence.ref_labels[known_ref],
                                model.encoder.categorical_indices, tolerances, seed)
