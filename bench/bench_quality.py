@@ -266,7 +266,7 @@ def run_ctloop(name: str, table: Table, dev_csv: Path, test: pd.DataFrame) -> Sc
     best = result.best
     return Scored(value, loss, seconds, {
         "best_trial": getattr(best, "name", "?"), "best_family": getattr(best, "family", "?"),
-        "trials": len(getattr(result, "trials", [])),
+        "trials": getattr(result, "searched", 0) or len(getattr(result, "trials", [])),
         "stopped_by": getattr(result, "stopped_by", None),
         "model_uri": uri, "task": inferred, "phases": dict(getattr(result, "phases", {}) or {}),
         "rows": dict(getattr(result, "rows", {}) or {})})

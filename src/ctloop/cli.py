@@ -110,8 +110,12 @@ def _render_ranking(result) -> None:
            else "the trial limit (training.trials, candidates.<family>.trials)")
     ranked = (f"{result.cv_folds}-fold cross-validation on the training + validation rows "
               "(training.cv_folds)" if result.cv_folds else "the validation split")
-    out.print(f"search: {len(result.trials)} trials in {result.search_seconds:.1f} s, "
+    out.print(f"search: {result.searched} trials in {result.search_seconds:.1f} s, "
               f"stopped by {why}; ranked by {ranked}", highlight=False)
+    for trial in result.trials:
+        if trial.family == "ensemble":
+            out.print(f"{trial.name}: a weighted average of {trial.params['members']} "
+                      "(chosen on the out-of-fold scores)", highlight=False)
     out.print(f"rows: {result.rows}  window: {result.window[0]} .. {result.window[1]}  "
               f"wall time: {result.seconds:.1f} s")
 

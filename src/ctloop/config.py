@@ -132,6 +132,12 @@ def _default_candidates() -> dict[str, CandidateConfig]:
             "l2_regularization": _range(1e-4, 10.0, log=True),
         }),
         "linear": CandidateConfig(trials=3, search={"C": _range(1e-3, 100.0, log=True)}),
+        # Rarely the best alone, but it errs unlike the boosters, so an ensemble gains from
+        # it; 100 trees (a configured forest gets 200) keep its five folds affordable.
+        "random_forest": CandidateConfig(trials=2, fixed={"n_estimators": 100}, search={
+            "max_features": ["sqrt", 0.5],
+            "min_samples_leaf": _range(1, 10, log=True, integer=True),
+        }),
     }
 
 
@@ -157,6 +163,9 @@ class TrainingConfig(_Section):
     # else off; 0: never; k >= 2: always k folds (not with a time column: the folds would
     # train on the future).
     cv_folds: int | None = Field(default=None, ge=0)
+    # With cross-validation: also try a weighted average of the best trials (chosen on their
+    # out-of-fold scores), ranked with them; it becomes the champion only if it is better.
+    ensemble: bool = True
     candidates: dict[str, CandidateConfig] = Field(default_factory=_default_candidates)
     plots: bool = True
 

@@ -6,6 +6,7 @@ On disk (the pyfunc model's data folder):
   booster.ubj   XGBoost's own format, for the xgboost family
   lightgbm.txt  LightGBM's own text format, for the lightgbm family
   estimator.skops   scikit-learn families, loaded with an explicit allowlist of types
+  member-NN/    an ensemble's members, each a model folder of its own (weights in model.json)
 
 MLflow loads it through `loader_module="ctloop.model"` (`_load_pyfunc`), so this module never
 imports MLflow, and a single-row predict is one encode plus a few numpy calls on arrays built
@@ -25,6 +26,7 @@ import pandas as pd
 
 from ctloop import predictors, tasks
 from ctloop.config import FAMILY_ALIASES
+from ctloop.ensemble import ENSEMBLE
 from ctloop.features import FeatureEncoder
 from ctloop.tasks import Task
 
@@ -65,6 +67,24 @@ SKOPS_TRUSTED_TYPES = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class Members:
+    """An ensemble's estimator: its member models (same encoder and task) and their weights.
+
+    Each member keeps its own fast predictor, so a small batch costs one fast call per
+    member; the scores are averaged (probabilities for classification)."""
+
+    models: tuple[TabularModel, ...]
+    weights: tuple[float, ...]
+    names: tuple[str, ...]  # the trials the members came from
+
+    def scores_encoded(self, X: np.ndarray) -> np.ndarray:
+        total = self.weights[0] * self.models[0].scores_encoded(X)
+        for weight, model in zip(self.weights[1:], self.models[1:], strict=True):
+            total += weight * model.scores_encoded(X)
+        return total
+
+
 class ModelLoadError(RuntimeError):
     """A saved model that cannot be loaded safely (missing file, untrusted type)."""
 
@@ -74,7 +94,8 @@ class TabularModel:
     """Raw feature columns in, the task's output columns out."""
 
     encoder: FeatureEncoder
-    estimator: Any  # xgboost.Booster, lightgbm.Booster or a fitted scikit-learn estimator
+    # xgboost.Booster, lightgbm.Booster, a fitted scikit-learn estimator, or `Members`
+    estimator: Any
     family: str
     task: Task
     # False for a model only ever scored in bulk (a trial's validation rows, a fold): building
@@ -85,7 +106,7 @@ class TabularModel:
                                               compare=False)
 
     def __post_init__(self) -> None:
-        if self.fast_path:
+        if self.fast_path and self.family != ENSEMBLE:
             self.fast = predictors.build(self.estimator, self.family, self.task)
 
     @property
@@ -97,6 +118,8 @@ class TabularModel:
         the prediction. Always float64."""
         if self.fast is not None and self.fast.accepts(X):
             return self.fast(X)
+        if self.family == ENSEMBLE:
+            return self.estimator.scores_encoded(X)
         if self.family == "lightgbm":
             return np.asarray(self.estimator.predict(X, num_threads=1), dtype=np.float64)
         return predictors.estimator_scores(self.estimator, self.task, X)
@@ -118,7 +141,17 @@ class TabularModel:
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         self.encoder.save(folder / ENCODER_FILE)
-        if self.family == "xgboost":
+        extra: dict[str, Any] = {}
+        if self.family == ENSEMBLE:
+            members = self.estimator
+            extra["members"] = []
+            for number, (model, weight, name) in enumerate(zip(
+                    members.models, members.weights, members.names, strict=True)):
+                model.save(folder / f"member-{number:02d}")
+                extra["members"].append({"folder": f"member-{number:02d}", "weight": weight,
+                                         "trial": name})
+            estimator_file = ""
+        elif self.family == "xgboost":
             booster = getattr(self.estimator, "get_booster", lambda: self.estimator)()
             booster.save_model(str(folder / BOOSTER_FILE))
             estimator_file = BOOSTER_FILE
@@ -135,6 +168,7 @@ class TabularModel:
             "task": self.task.to_json(),
             "estimator_file": estimator_file,
             "encoder_file": ENCODER_FILE,
+            **extra,
         }
         (folder / MODEL_FILE).write_text(json.dumps(meta, indent=1))
         return folder
@@ -149,7 +183,9 @@ class TabularModel:
         except (OSError, KeyError, ValueError) as exc:
             raise ModelLoadError(f"{folder}: not a ctloop model folder ({exc})") from None
         path = folder / meta["estimator_file"]
-        if meta["family"] == "xgboost":
+        if meta["family"] == ENSEMBLE:
+            estimator = _load_members(folder, meta, encoder, task)
+        elif meta["family"] == "xgboost":
             import xgboost as xgb
 
             estimator = xgb.Booster()
@@ -171,6 +207,29 @@ def _task(meta: Mapping[str, Any]) -> Task:
         return tasks.from_json(meta["task"])
     return tasks.BinaryTask(meta["positive_label"], meta["negative_label"],
                             float(meta["threshold"]))
+
+
+def _load_members(folder: Path, meta: Mapping[str, Any], encoder: FeatureEncoder,
+                  task: Task) -> Members:
+    """An ensemble's members, sharing the ensemble's encoder and task."""
+    try:
+        listed = [(m["folder"], float(m["weight"]), str(m["trial"])) for m in meta["members"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{folder}: an ensemble without a valid member list ({exc})"
+                             ) from None
+    models = []
+    for name, _, _ in listed:
+        member = TabularModel.load(folder / name)
+        if member.feature_columns != encoder.columns:
+            differ = sorted(set(member.feature_columns) ^ set(encoder.columns)) or "their order"
+            raise ModelLoadError(f"{folder / name}: the member's feature columns differ from "
+                                 f"the ensemble's ({differ})")
+        if member.task.kind != task.kind:
+            raise ModelLoadError(f"{folder / name}: a {member.task.kind} member in a "
+                                 f"{task.kind} ensemble")
+        models.append(member)
+    return Members(tuple(models), tuple(w for _, w, _ in listed),
+                   tuple(t for _, _, t in listed))
 
 
 def _load_skops(path: Path) -> Any:

@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ctloop import tracking
+from ctloop import ensemble, tracking
 from ctloop.candidates import (
+    BOOSTED,
     Trial,
     feature_importance,
     fit_estimator,
@@ -45,7 +46,7 @@ from ctloop.candidates import (
 from ctloop.config import Config, ConfigError
 from ctloop.data import Dataset, Splits, load_dataset, split_dataset
 from ctloop.features import FeatureEncoder
-from ctloop.model import TabularModel
+from ctloop.model import Members, TabularModel
 from ctloop.search import Search
 from ctloop.tasks import Task, TaskError
 
@@ -84,6 +85,7 @@ class TrainResult:
     notes: dict[str, str] = field(default_factory=dict)  # how other columns are used
     stopped_by: str = STOPPED_BY_TRIALS  # what ended the search: "trials" or "time_budget"
     search_seconds: float = 0.0
+    searched: int = 0  # trials the search ran (`trials` also holds any ensemble of them)
     cv_folds: int = 0  # > 0: trials ranked by cross-validation instead of the validation split
 
     @property
@@ -161,10 +163,13 @@ def _cross_validate(trial: Trial, encoder: FeatureEncoder, task: Task, X: np.nda
     kept = []
     for k in np.unique(folds):
         fit_rows, scored = np.flatnonzero(folds != k), folds == k
-        stop = fit_rows[int(k) % _EARLY_STOPPING_SHARE::_EARLY_STOPPING_SHARE]
-        fit_rows = np.setdiff1d(fit_rows, stop, assume_unique=True)
+        validation = None
+        if trial.family in BOOSTED:  # the others have no rounds to stop: they fit every row
+            stop = fit_rows[int(k) % _EARLY_STOPPING_SHARE::_EARLY_STOPPING_SHARE]
+            fit_rows = np.setdiff1d(fit_rows, stop, assume_unique=True)
+            validation = (X[stop], y[stop])
         fitted = fit_estimator(trial, task.kind, X[fit_rows], y[fit_rows],
-                               encoder.categorical_indices, validation=(X[stop], y[stop]),
+                               encoder.categorical_indices, validation=validation,
                                deadline=deadline)
         fold_model = TabularModel(encoder, native_model(fitted, trial.family), trial.family,
                                   task, fast_path=False)
@@ -175,7 +180,7 @@ def _cross_validate(trial: Trial, encoder: FeatureEncoder, task: Task, X: np.nda
         kept.append(fitted_rounds(fitted, trial.family))
     rounds = None if kept[0] is None else int(np.median(kept))
     final = fit_estimator(refit_trial(trial, rounds), task.kind, X, y,
-                          encoder.categorical_indices)
+                          encoder.categorical_indices, deadline=deadline)  # a forest's trees
     return final, scores, rounds
 
 
@@ -283,7 +288,7 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
     training = cfg.training
     params = {"max_trials": training.trials, "time_budget": training.time_budget,
               "logged_models": training.logged_models, "primary_metric": metric,
-              "cv_folds": folds,
+              "cv_folds": folds, "ensemble": bool(folds and training.ensemble),
               "task": task.kind, "features": ",".join(dataset.feature_columns),
               "target": dataset.target, **{f"rows_{k}": v for k, v in rows.items()}}
     if task.kind == "binary":
@@ -334,12 +339,22 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
                                 dict(record.params))
             finished[trial.name] = outcome
             result.trials.append(trial)
-            _forget_models(finished, result.trials, key, metric, training.logged_models)
+            _forget_models(finished, result.trials, key, metric, training.logged_models,
+                           ensemble.PER_FAMILY if folds and training.ensemble else 0)
             if on_progress:
                 on_progress(len(result.trials), total, trial)
         result.search_seconds = round(time.perf_counter() - search_started, 2)
         result.phases["search"] = result.search_seconds
         result.trials = _ranked(result.trials, key, metric)
+        result.searched = len(result.trials)
+        average = _ensemble(result.trials, finished, task, metric, y_fitted, training.seed,
+                            encoder.n_features) if folds and training.ensemble else None
+        if average is not None:  # it joins the ranking as a trial of its own
+            record = average.record
+            finished[record.name] = average
+            result.trials = _ranked([*result.trials, TrialResult(
+                record.name, record.family, run.log_trial(record, tags), dict(record.metrics),
+                dict(record.params))], key, metric)
         logging_started = time.perf_counter()
         inputs.result()  # its error, if any, fails the run here
         if folds:
@@ -353,7 +368,7 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
                 wait([spare])
         result.phases["log_best_models"] = round(time.perf_counter() - logging_started, 2)
         run.mark_best(result.best.run_id, metric, result.best.metrics[metric])
-        run.log_search(result.stopped_by, len(result.trials), result.search_seconds)
+        run.log_search(result.stopped_by, result.searched, result.search_seconds)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -400,12 +415,60 @@ def _run_search(search: Search, pool: _Pool, metric: str, budget: float | None,
 
 
 def _forget_models(finished: dict[str, _Finished], trials: list[TrialResult],
-                   key: Callable[[float], float], metric: str, keep: int) -> None:
-    """Let go of the fitted models of trials outside the best `keep` so far: only those can
-    still be logged, and a forest can weigh hundreds of MB."""
-    for trial in _ranked(trials, key, metric)[keep:]:
+                   key: Callable[[float], float], metric: str, keep: int,
+                   per_family: int = 0) -> None:
+    """Let go of the fitted models of trials outside the best `keep` so far and the best
+    `per_family` of their family (those may join an ensemble): only those can still be
+    logged, and a forest can weigh hundreds of MB."""
+    seen: dict[str, int] = {}
+    for rank, trial in enumerate(_ranked(trials, key, metric)):
+        seen[trial.family] = seen.get(trial.family, 0) + 1
+        if rank < keep or seen[trial.family] <= per_family:
+            continue
         if finished[trial.name].model is not None:
             finished[trial.name] = dataclasses.replace(finished[trial.name], model=None)
+
+
+def _ensemble(ranked: list[TrialResult], finished: dict[str, _Finished], task: Task,
+              metric: str, y: np.ndarray, seed: int, n_features: int) -> _Finished | None:
+    """A weighted average of cross-validated trials (`ctloop.ensemble`), chosen on their
+    out-of-fold scores among those whose models are kept, when it beats the best trial on
+    the primary metric; None otherwise. Its members were fitted on every row already."""
+    started = time.perf_counter()
+    pool = [t for t in ranked if finished[t.name].model is not None
+            and np.isfinite(t.metrics.get(metric, np.nan))]
+    objective = task.bootstrap_metric(metric)  # the same metric, threshold-free
+    sign = task.sort_key(objective)
+    every_row = np.ones((1, len(y)))
+
+    def loss(scores: np.ndarray) -> float:
+        return sign(float(task.sampler(objective, y, scores)(every_row)[0]))
+
+    chosen = ensemble.select([finished[t.name].scores for t in pool], loss)
+    if chosen is None:
+        return None
+    members = [(pool[i], weight) for i, weight in chosen.weights.items()]
+    scores = sum(weight * finished[t.name].scores for t, weight in members)
+    fitted_task = task.fit_threshold(y, scores)
+    metrics = fitted_task.metrics(y, scores)
+    primary = task.sort_key(metric)
+    if not primary(metrics[metric]) < primary(ranked[0].metrics[metric]):
+        return None  # better on the threshold-free objective, not on the metric itself
+    importance = np.zeros(n_features)
+    for trial, weight in members:
+        share = np.abs(finished[trial.name].importance)
+        importance += weight * share / max(share.sum(), 1e-12)
+    model_members = Members(tuple(finished[t.name].model for t, _ in members),
+                            tuple(w for _, w in members), tuple(t.name for t, _ in members))
+    first = finished[members[0][0].name].model
+    model = TabularModel(first.encoder, model_members, ensemble.ENSEMBLE, fitted_task,
+                         fast_path=False)
+    params = {"members": ", ".join(f"{t.name}: {w:.3f}" for t, w in members),
+              "n_members": len(members)}
+    metrics["fit_seconds"] = time.perf_counter() - started
+    trial = Trial(len(ranked), ensemble.ENSEMBLE, params, seed)
+    record = tracking.TrialRecord(trial.name, trial.family, params, metrics)
+    return _Finished(trial, record, fitted_task, scores, importance, model)
 
 
 def _log_models(run: tracking.TrainingRun, best: list[TrialResult],

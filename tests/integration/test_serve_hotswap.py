@@ -38,8 +38,12 @@ def _broken_copies(name: str, good_version: int, tmp: Path) -> tuple[int, int]:
     unloadable, unscorable = tmp / "unloadable", tmp / "unscorable"
     shutil.copytree(model_root, unloadable)
     shutil.copytree(model_root, unscorable)
-    meta = json.loads((data / "model.json").read_text())
-    (unloadable / "data" / "ctloop_model" / meta["estimator_file"]).write_bytes(b"\x00garbage")
+    broken = unloadable / "data" / "ctloop_model"
+    meta = json.loads((broken / "model.json").read_text())
+    if meta.get("members"):  # an ensemble: one member's estimator is garbage
+        broken /= meta["members"][0]["folder"]
+        meta = json.loads((broken / "model.json").read_text())
+    (broken / meta["estimator_file"]).write_bytes(b"\x00garbage")
     encoder_file = unscorable / "data" / "ctloop_model" / "encoder.json"
     encoder = json.loads(encoder_file.read_text())
     encoder["columns"].append("ghost_column")  # the logged input example does not have it

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -44,7 +45,8 @@ def test_training_logs_parent_and_children_with_everything_people_look_at(churn_
     assert artifacts == {"reference/train.parquet"}
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.`mlflow.parentRunId` = '{result.run_id}'")
-    assert len(children) == len(result.trials) == 2
+    # the two trials, and the ensemble of them when their average ranks better out of fold
+    assert result.searched == 2 and len(children) == len(result.trials) <= 3
     for child in children:
         for metric in ("roc_auc", "pr_auc", "log_loss", "brier", "f1", "precision", "recall",
                        "fit_seconds", "threshold"):
@@ -198,7 +200,7 @@ def test_small_tables_rank_trials_by_cross_validation(tmp_path, mlflow_store):
     config = write_config(tmp_path, {
         "name": "churn-cv",
         "data": {"source": "churn.csv", "target": "churn", "positive_label": "Yes"},
-        "training": {"plots": False, "logged_models": 2, "candidates": {
+        "training": {"plots": False, "logged_models": 2, "ensemble": False, "candidates": {
             "xgboost": {"trials": 1}, "linear": {"trials": 1}}}})
     done = ctloop("train", "--config", str(config), cwd=tmp_path, env_uri=mlflow_store)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -208,6 +210,7 @@ def test_small_tables_rank_trials_by_cross_validation(tmp_path, mlflow_store):
         [client.get_experiment_by_name("churn-cv").experiment_id],
         "tags.`ctloop.kind` = 'training'")[0]
     assert parent.data.params["cv_folds"] == "5"
+    assert parent.data.params["ensemble"] == "False"  # turned off: only the two trials
     fitted = int(parent.data.params["rows_train"]) + int(parent.data.params["rows_validation"])
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
@@ -252,3 +255,45 @@ def test_the_time_budget_stops_the_search_and_the_run_says_so(tmp_path, mlflow_s
     assert result.search_seconds < 4 + 60
     tags = mlflow.MlflowClient().get_run(result.run_id).data.tags
     assert tags["ctloop.search_stopped_by"] == "time_budget"
+
+
+@pytest.mark.slow
+def test_a_cross_validated_search_can_end_on_an_ensemble_that_plain_mlflow_serves(
+        tmp_path, mlflow_store):
+    """Seeded so that the average of an XGBoost and a linear trial beats both out of fold:
+    it is ranked as a trial of its own, becomes the champion, and loads with plain MLflow as
+    the weighted average of its members."""
+    from ctloop import tracking
+    from ctloop.model import TabularModel
+
+    make_churn(700, seed=8).to_csv(tmp_path / "churn.csv", index=False)
+    config = write_config(tmp_path, {
+        "name": "churn-ensemble",
+        "data": {"source": "churn.csv", "target": "churn", "positive_label": "Yes"},
+        "training": {"plots": False, "logged_models": 1, "candidates": {
+            "xgboost": {"trials": 2}, "linear": {"trials": 2}}}})
+    result = loop.train(load_config(config))
+    best = result.best
+    assert best.family == "ensemble" and result.searched == 4 and len(result.trials) == 5
+    singles = [t for t in result.trials if t.family != "ensemble"]
+    assert best.metrics["roc_auc"] > max(t.metrics["roc_auc"] for t in singles)
+    members = dict(m.split(": ") for m in best.params["members"].split(", "))
+    assert len(members) >= 2 and abs(sum(map(float, members.values())) - 1) < 0.01
+    assert {t.name for t in singles} >= set(members)
+
+    client = mlflow.MlflowClient()
+    parent = client.get_run(result.run_id)
+    assert parent.data.metrics["n_trials"] == 4
+    assert parent.data.tags["ctloop.best_trial_run_id"] == best.run_id
+    child = client.get_run(best.run_id)
+    assert child.data.tags["ctloop.family"] == "ensemble"
+
+    rows = pd.read_csv(tmp_path / "churn.csv").drop(columns=["churn"]).head(50)
+    served = mlflow.pyfunc.load_model(best.model_uri).predict(rows)
+    model = TabularModel.load(Path(mlflow.artifacts.download_artifacts(best.model_uri)) / "data"
+                              / tracking.MODEL_DATA_DIR)
+    expected = sum(w * m.scores(rows) for w, m in zip(model.estimator.weights,
+                                                      model.estimator.models, strict=True))
+    np.testing.assert_allclose(served["probability"], expected, rtol=1e-9)
+    decision = loop.select(load_config(config), run_id=result.run_id)
+    assert decision.promoted and decision.trial_run_id == best.run_id

@@ -71,3 +71,36 @@ def test_records_without_pandas_frames_are_accepted(churn, tmp_path):
     model = TabularModel(encoder, estimator, "linear", BinaryTask("Yes", "No"))
     records = frame.drop(columns=["churn"]).head(3).to_dict(orient="records")
     assert len(model.predict(pd.DataFrame(records))) == 3
+
+
+def test_an_ensemble_saves_its_members_and_predicts_their_weighted_average(churn, tmp_path):
+    from ctloop.model import Members
+
+    frame, encoder, X, y = churn
+    task = BinaryTask("Yes", "No", 0.5)
+    members = []
+    for family in ("xgboost", "linear", "random_forest"):
+        fitted = fit_estimator(Trial(0, family, {}, 1), "binary", X, y,
+                               encoder.categorical_indices)
+        members.append(TabularModel(encoder, getattr(fitted, "get_booster", lambda f=fitted: f)(),
+                                    family, task))
+    weights = (0.5, 0.3, 0.2)
+    model = TabularModel(encoder, Members(tuple(members), weights, ("x-0", "l-1", "r-2")),
+                         "ensemble", task)
+    model.save(tmp_path / "m")
+    loaded = _load_pyfunc(str(tmp_path / "m"))
+    raw = frame.drop(columns=["churn"]).head(300).copy()
+    raw.loc[0, "contract"] = "never-seen"
+    raw.loc[1, "tenure"] = np.nan
+    expected = sum(w * m.predict(raw)["probability"].to_numpy()
+                   for w, m in zip(weights, members, strict=True))
+    for rows in (raw.head(1), raw.head(5), raw):  # the members' fast paths and their estimators
+        out = loaded.predict(rows)
+        np.testing.assert_allclose(out["probability"], expected[:len(rows)], rtol=1e-6)
+    assert loaded.family == "ensemble" and loaded.estimator.names == ("x-0", "l-1", "r-2")
+
+    meta = json.loads((tmp_path / "m/model.json").read_text())
+    meta["members"][1].pop("weight")
+    (tmp_path / "m/model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="valid member list"):
+        TabularModel.load(tmp_path / "m")

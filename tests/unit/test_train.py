@@ -67,3 +67,18 @@ def test_the_idle_worker_is_offered_once_while_the_last_trial_runs():
         seen.append(outcome.record.name)
     assert len(seen) == 6 and result.stopped_by == "trials"
     assert len(offers) == 1 and len(offers[0]) == 5 and "linear-05" not in offers[0]
+
+
+def test_with_an_ensemble_to_choose_the_best_of_each_family_keep_their_model_too():
+    trials, finished = [], {}
+    key = BinaryTask("Yes", "No").sort_key("roc_auc")
+    for name, family, auc in [("x1", "xgboost", 0.80), ("x2", "xgboost", 0.79),
+                              ("x3", "xgboost", 0.78), ("l1", "linear", 0.70),
+                              ("l2", "linear", 0.69), ("x4", "xgboost", 0.77)]:  # fmt: skip
+        trial, outcome = _finished(name, auc)
+        trials.append(TrialResult(name, family, "run", trial.metrics))
+        finished[name] = outcome
+        _forget_models(finished, trials, key, "roc_auc", 2, per_family=1)
+
+    kept = {name for name, outcome in finished.items() if outcome.model is not None}
+    assert kept == {"x1", "x2", "l1"}  # the best two overall, and the best linear trial
