@@ -133,7 +133,8 @@ def _default_candidates() -> dict[str, CandidateConfig]:
         }),
         "linear": CandidateConfig(trials=3, search={"C": _range(1e-3, 100.0, log=True)}),
         # Rarely the best alone, but it errs unlike the boosters, so an ensemble gains from
-        # it; 100 trees (a configured forest gets 200) keep its five folds affordable.
+        # it; 100 trees (a configured forest gets 200) keep its five folds affordable. Only
+        # for cross-validated searches by default (`TrainingConfig.searched_candidates`).
         "random_forest": CandidateConfig(trials=2, fixed={"n_estimators": 100}, search={
             "max_features": ["sqrt", 0.5],
             "min_samples_leaf": _range(1, 10, log=True, integer=True),
@@ -168,6 +169,16 @@ class TrainingConfig(_Section):
     ensemble: bool = True
     candidates: dict[str, CandidateConfig] = Field(default_factory=_default_candidates)
     plots: bool = True
+
+    def searched_candidates(self, cross_validated: bool) -> dict[str, CandidateConfig]:
+        """The families to search. A forest joins the defaults only where trials are
+        cross-validated: there it can join an ensemble at no extra fit, while on a large
+        table's single split it would rarely win alone and slows the search (the flights
+        demo's 54,533 rows: 40 trials in 36.7 s instead of 22.4 s). Configured candidates
+        are searched as they are."""
+        if cross_validated or "candidates" in self.model_fields_set:
+            return self.candidates
+        return {f: c for f, c in self.candidates.items() if f != "random_forest"}
 
     @field_validator("candidates", mode="before")
     @classmethod

