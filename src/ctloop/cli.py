@@ -94,7 +94,8 @@ def _render_ranking(result) -> None:
     others = [m for m in (result.trials[0].metrics if result.trials else {})
               if m not in (metric, "fit_seconds", "threshold")]
     shown = [metric, *others[:4]]
-    table = Table(title=f"Candidates ranked by {metric} (validation) - run {result.run_id}")
+    scored_on = "out of fold" if result.cv_folds else "validation"
+    table = Table(title=f"Candidates ranked by {metric} ({scored_on}) - run {result.run_id}")
     for column in ("rank", "trial", *shown, "rounds", "fit s", "model", "run id"):
         table.add_column(column, justify="left" if column in ("trial", "run id") else "right")
     for rank, trial in enumerate(result.trials[:RANKED_ROWS], 1):

@@ -313,8 +313,9 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
             tracking.REFERENCE_ARTIFACT: splits.train.frame[kept],
             tracking.HOLDOUT_ARTIFACT: splits.holdout.frame[kept]})
         result.phases["prepare"] = round(time.perf_counter() - started, 2)
-        search = Search(training.searched_candidates(bool(folds)), seed=training.seed, max_trials=training.trials,
-                        minimize=metric in task.lower_is_better, lag=2 * pool.workers)
+        search = Search(training.searched_candidates(bool(folds)), seed=training.seed,
+                        max_trials=training.trials, minimize=metric in task.lower_is_better,
+                        lag=2 * pool.workers)
         search_started = time.perf_counter()
         finished: dict[str, _Finished] = {}
         key = task.sort_key(metric)
