@@ -13,7 +13,9 @@ On small tables without a time column a trial is ranked by k-fold cross-validati
 training + validation rows (`training.cv_folds`): a 15% validation split of a few hundred
 rows ranks trials by noise. Each fold's boosting rounds stop early on a tenth of that fold's
 own training rows (never on the rows it is scored on), and the trial's model is then fitted
-on all the rows with the median of the folds' rounds.
+on all the rows with the median of the folds' rounds. Such a search ends by trying a weighted
+average of its best trials (`ctloop.ensemble`), chosen on their out-of-fold scores and ranked
+as one more trial: its members are fitted on every row already, so it costs no fit.
 """
 
 from __future__ import annotations
