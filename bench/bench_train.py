@@ -115,19 +115,20 @@ def training(repeats: int, config: Path) -> dict:
     # A user's store exists after the first run: its tables are made before the clock starts
     # (creating them takes ~2.5 s, once).
     MlflowClient().search_experiments()
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = loop.train(cfg)
-        runs.append((time.perf_counter() - start, result))
     dataset = load_dataset(cfg.data)
     splits = split_dataset(dataset, cfg.split)
     encoder = FeatureEncoder.fit(splits.train.frame, dataset.feature_columns, dataset.kinds,
                                  cfg.data.features.max_categories)
     X, y = encoder.encode_frame(splits.train.frame), splits.train.y
     validation = (encoder.encode_frame(splits.validation.frame), splits.validation.y)
-    figures = []
-    for wall, result in runs:
+    figures, runs = [], []
+    # Each run's bare fits follow it at once: this shared host's speed drifts by 20% within
+    # minutes, and a ratio of two measurements minutes apart would carry that drift.
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = loop.train(cfg)
+        wall = time.perf_counter() - start
+        runs.append((wall, result))
         fits = 0.0
         with threadpool_limits(1):
             searched = [t for t in result.trials if t.family != "ensemble"]  # no fit of its own
