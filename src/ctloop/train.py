@@ -351,7 +351,7 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
         result.trials = _ranked(result.trials, key, metric)
         result.searched = len(result.trials)
         average = _ensemble(result.trials, finished, task, metric, y_fitted, training.seed,
-                            encoder.n_features) if folds and training.ensemble else None
+                            encoder) if folds and training.ensemble else None
         if average is not None:  # it joins the ranking as a trial of its own
             record = average.record
             finished[record.name] = average
@@ -433,7 +433,8 @@ def _forget_models(finished: dict[str, _Finished], trials: list[TrialResult],
 
 
 def _ensemble(ranked: list[TrialResult], finished: dict[str, _Finished], task: Task,
-              metric: str, y: np.ndarray, seed: int, n_features: int) -> _Finished | None:
+              metric: str, y: np.ndarray, seed: int,
+              encoder: FeatureEncoder) -> _Finished | None:
     """A weighted average of cross-validated trials (`ctloop.ensemble`), chosen on their
     out-of-fold scores among those whose models are kept, when it beats the best trial on
     the primary metric; None otherwise. Its members were fitted on every row already."""
@@ -457,14 +458,13 @@ def _ensemble(ranked: list[TrialResult], finished: dict[str, _Finished], task: T
     primary = task.sort_key(metric)
     if not primary(metrics[metric]) < primary(ranked[0].metrics[metric]):
         return None  # better on the threshold-free objective, not on the metric itself
-    importance = np.zeros(n_features)
+    importance = np.zeros(encoder.n_features)
     for trial, weight in members:
         share = np.abs(finished[trial.name].importance)
         importance += weight * share / max(share.sum(), 1e-12)
     model_members = Members(tuple(finished[t.name].model for t, _ in members),
                             tuple(w for _, w in members), tuple(t.name for t, _ in members))
-    first = finished[members[0][0].name].model
-    model = TabularModel(first.encoder, model_members, ensemble.ENSEMBLE, fitted_task,
+    model = TabularModel(encoder, model_members, ensemble.ENSEMBLE, fitted_task,
                          fast_path=False)
     params = {"members": ", ".join(f"{t.name}: {w:.3f}" for t, w in members),
               "n_members": len(members)}
