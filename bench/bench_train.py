@@ -109,6 +109,7 @@ def training(repeats: int, config: Path) -> dict:
     from ctloop.candidates import Trial, fit_estimator
     from ctloop.config import load_config
     from ctloop.data import load_dataset, split_dataset
+    from ctloop.ensemble import ENSEMBLE
     from ctloop.features import FeatureEncoder
 
     cfg = load_config(config)
@@ -131,7 +132,7 @@ def training(repeats: int, config: Path) -> dict:
         runs.append((wall, result))
         fits = 0.0
         with threadpool_limits(1):
-            searched = [t for t in result.trials if t.family != "ensemble"]  # no fit of its own
+            searched = [t for t in result.trials if t.family != ENSEMBLE]  # no fit of its own
             for number, trial in enumerate(searched):
                 params = {k: v for k, v in trial.params.items() if k != "n_rounds"}
                 bare = Trial(number, trial.family, params, cfg.training.seed)

@@ -22,6 +22,7 @@ from rich.table import Table
 from ctloop import loop
 from ctloop.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from ctloop.data import DataError
+from ctloop.ensemble import ENSEMBLE
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -114,7 +115,7 @@ def _render_ranking(result) -> None:
     out.print(f"search: {result.searched} trials in {result.search_seconds:.1f} s, "
               f"stopped by {why}; ranked by {ranked}", highlight=False)
     for trial in result.trials:
-        if trial.family == "ensemble":
+        if trial.family == ENSEMBLE:
             out.print(f"{trial.name}: a weighted average of {trial.params['members']} "
                       "(chosen on the out-of-fold scores)", highlight=False)
     out.print(f"rows: {result.rows}  window: {result.window[0]} .. {result.window[1]}  "

@@ -147,8 +147,9 @@ class TabularModel:
             extra["members"] = []
             for number, (model, weight, name) in enumerate(zip(
                     members.models, members.weights, members.names, strict=True)):
-                model.save(folder / f"member-{number:02d}")
-                extra["members"].append({"folder": f"member-{number:02d}", "weight": weight,
+                member_folder = f"member-{number:02d}"
+                model.save(folder / member_folder)
+                extra["members"].append({"folder": member_folder, "weight": weight,
                                          "trial": name})
             estimator_file = ""
         elif self.family == "xgboost":
