@@ -90,19 +90,23 @@ def test_a_boosting_trial_stops_adding_rounds_at_the_search_deadline(family):
         assert served <= rounds + 1
 
 
-def test_histogram_boosting_grown_in_chunks_is_the_same_model():
-    """Without callbacks, HGB checks the deadline between warm-started chunks; the model
-    must be the one a single fit gives."""
+def test_histogram_boosting_under_a_far_deadline_is_the_same_model():
+    """HGB checks the deadline in its early-stopping hook; far from it, the model must be the
+    one a fit without a deadline gives, and it must pickle as a plain estimator."""
+    import pickle
     import time
 
     X, y = _table(3000, signal=2.0)
     X_val, y_val = _table(1000, signal=2.0, seed=1)
     trial = Trial(0, "hist_gradient_boosting", {"learning_rate": 0.05}, 1)
     whole = fit_estimator(trial, "binary", X, y, [4], validation=(X_val, y_val))
-    chunked = fit_estimator(trial, "binary", X, y, [4], validation=(X_val, y_val),
-                            deadline=time.time() + 600)
-    assert chunked.n_iter_ == whole.n_iter_ > 50
-    np.testing.assert_array_equal(chunked.predict_proba(X), whole.predict_proba(X))
+    timed = fit_estimator(trial, "binary", X, y, [4], validation=(X_val, y_val),
+                          deadline=time.time() + 600)
+    assert timed.n_iter_ == whole.n_iter_ > 50
+    np.testing.assert_array_equal(timed.predict_proba(X), whole.predict_proba(X))
+    assert "_should_stop" not in vars(timed)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(timed)).predict_proba(X),
+                                  whole.predict_proba(X))
 
 
 def test_a_forest_grows_the_same_trees_under_a_deadline_and_stops_at_it():
