@@ -120,17 +120,60 @@ def build_estimator(trial: Trial, kind: str, categorical_indices: list[int],
     raise ValueError(f"unknown candidate family {trial.family!r}")
 
 
+class BinnedRows:
+    """One set of training rows, and the rows their boosting stops on, as XGBoost and
+    LightGBM bin them: built by the first trial that needs them and reused by the later trials
+    on the same rows. The bins depend on the rows and on a few dataset parameters
+    (`max_bin`), not on the rest of a trial's parameters; binning (with the scikit-learn
+    wrappers' checks, which the libraries' own training calls skip) is 7-11% of an XGBoost or
+    LightGBM trial on the flights table.
+    """
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, categorical_indices: list[int],
+                 validation: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        self.X, self.y, self.validation = X, y, validation
+        self.categorical_indices = list(categorical_indices)
+        self._xgboost: tuple[Any, Any, Any] | None = None  # (max_bin, train, validation)
+        self._lightgbm: tuple[Any, Any, Any] | None = None  # (dataset params, train, val.)
+
+    def xgboost(self, max_bin: int | None) -> tuple[Any, Any]:
+        import xgboost as xgb
+
+        if self._xgboost is None or self._xgboost[0] != max_bin:
+            train = xgb.QuantileDMatrix(self.X, self.y, max_bin=max_bin, nthread=1)
+            validation = None if self.validation is None else xgb.QuantileDMatrix(
+                *self.validation, ref=train, max_bin=max_bin, nthread=1)
+            self._xgboost = (max_bin, train, validation)
+        return self._xgboost[1], self._xgboost[2]
+
+    def lightgbm(self, params: dict[str, Any]) -> tuple[Any, Any]:
+        """Binned with those of the trial's `params` that LightGBM applies to a dataset."""
+        import lightgbm as lgb
+
+        binning = lgb.Dataset(None, params=params).get_params()
+        if self._lightgbm is None or self._lightgbm[0] != binning:
+            kept = {"verbose": -1, "num_threads": 1, "feature_pre_filter": False, **binning}
+            train = lgb.Dataset(self.X, self.y, params=kept, free_raw_data=False,
+                                categorical_feature=self.categorical_indices)
+            validation = None if self.validation is None else lgb.Dataset(
+                *self.validation, reference=train, params=kept, free_raw_data=False,
+                categorical_feature=self.categorical_indices)
+            self._lightgbm = (binning, train, validation)
+        return self._lightgbm[1], self._lightgbm[2]
+
+
 def fit_estimator(trial: Trial, kind: str, X: np.ndarray, y: np.ndarray,
                   categorical_indices: list[int],
                   validation: tuple[np.ndarray, np.ndarray] | None = None,
-                  deadline: float | None = None):
+                  deadline: float | None = None, binned: BinnedRows | None = None):
     """Fit one trial; with `validation`, boosting families stop when its loss stops falling.
 
     `deadline` (a `time.time()` value, the end of the search's time budget): the boosting
     families stop adding rounds then, so a trial running when the budget ends finishes soon
     after it (XGBoost keeps its best round so far, LightGBM and HistGradientBoosting the
-    rounds they have). Categorical
-    codes past HGB's bin limit are treated as numeric there.
+    rounds they have). Categorical codes past HGB's bin limit are treated as numeric there.
+    `binned`: these same rows (and validation rows), binned by earlier trials. XGBoost and
+    LightGBM return their native booster.
     """
     if trial.family == "hist_gradient_boosting":
         categorical_indices = [
@@ -138,6 +181,11 @@ def fit_estimator(trial: Trial, kind: str, X: np.ndarray, y: np.ndarray,
         ]
     stopping = validation is not None and trial.family in BOOSTED
     estimator = build_estimator(trial, kind, categorical_indices, X.shape[1], stopping)
+    if trial.family in (XGBOOST, LIGHTGBM):
+        binned = binned or BinnedRows(X, y, categorical_indices,
+                                      validation if stopping else None)
+        fit = _fit_xgboost if trial.family == XGBOOST else _fit_lightgbm
+        return fit(estimator, trial, kind, binned, stopping, deadline)
     if trial.family == "random_forest" and deadline is not None:
         _fit_forest_until(estimator, X, y, deadline)
         return estimator
@@ -145,23 +193,58 @@ def fit_estimator(trial: Trial, kind: str, X: np.ndarray, y: np.ndarray,
         estimator.fit(X, y)
         return estimator
     X_val, y_val = validation
-    if trial.family == XGBOOST:
-        if deadline is not None:
-            estimator.set_params(callbacks=[_xgboost_deadline(deadline)])
-        estimator.fit(X, y, eval_set=[(X_val, y_val)], verbose=False)
-    elif trial.family == LIGHTGBM:
-        import lightgbm as lgb
-
-        callbacks = [lgb.early_stopping(STOPPING_ROUNDS, verbose=False)]
-        if deadline is not None:
-            callbacks.append(_lightgbm_deadline(deadline))
-        estimator.fit(X, y, eval_X=X_val, eval_y=y_val, categorical_feature=categorical_indices,
-                      callbacks=callbacks)
-    elif deadline is None:
+    if deadline is None:
         estimator.fit(X, y, X_val=X_val, y_val=y_val)
     else:
         _fit_hgb_until(estimator, X, y, X_val, y_val, deadline)
     return estimator
+
+
+def _n_classes(kind: str, y: np.ndarray) -> int:
+    """Classes of a multiclass target (labels are codes 0 .. n-1), else 0."""
+    return int(np.max(y)) + 1 if kind == "multiclass" else 0
+
+
+def _fit_xgboost(wrapper: Any, trial: Trial, kind: str, rows: BinnedRows, stopping: bool,
+                 deadline: float | None) -> Any:
+    """`xgboost.train` with the parameters the scikit-learn wrapper would pass it (the same
+    model, tested) on the binned rows."""
+    import xgboost as xgb
+
+    params = {k: v for k, v in wrapper.get_xgb_params().items() if v is not None}
+    if _n_classes(kind, rows.y) and "objective" not in trial.params:
+        params.update(objective="multi:softprob", num_class=_n_classes(kind, rows.y))
+    train, validation = rows.xgboost(params.get("max_bin"))
+    return xgb.train(params, train, num_boost_round=wrapper.n_estimators,
+                     evals=[(validation, "validation")] if stopping else (),
+                     early_stopping_rounds=wrapper.early_stopping_rounds if stopping else None,
+                     callbacks=[_xgboost_deadline(deadline)] if deadline else None,
+                     verbose_eval=False)
+
+
+_LIGHTGBM_WRAPPER_ONLY = frozenset({"n_estimators", "importance_type", "class_weight",
+                                    "objective"})
+
+
+def _fit_lightgbm(wrapper: Any, trial: Trial, kind: str, rows: BinnedRows, stopping: bool,
+                  deadline: float | None) -> Any:
+    """`lightgbm.train` with the parameters the scikit-learn wrapper would pass it (the same
+    model, tested) on the binned rows."""
+    import lightgbm as lgb
+
+    params = {k: v for k, v in wrapper.get_params().items()
+              if k not in _LIGHTGBM_WRAPPER_ONLY and v is not None}
+    classes = _n_classes(kind, rows.y)
+    params["objective"] = trial.params.get("objective") or (
+        "regression" if kind == "regression" else "multiclass" if classes else "binary")
+    if classes:
+        params["num_class"] = classes
+    train, validation = rows.lightgbm(params)
+    callbacks = [lgb.early_stopping(STOPPING_ROUNDS, verbose=False)] if stopping else []
+    if deadline is not None:
+        callbacks.append(_lightgbm_deadline(deadline))
+    return lgb.train(params, train, num_boost_round=wrapper.n_estimators,
+                     valid_sets=[validation] if stopping else None, callbacks=callbacks)
 
 
 def _fit_hgb_until(estimator: Any, X: np.ndarray, y: np.ndarray, X_val: np.ndarray,
@@ -234,23 +317,21 @@ def fitted_rounds(estimator: Any, family: str) -> int | None:
     """Boosting rounds the fitted model keeps (chosen by early stopping), else None."""
     if family == XGBOOST:
         best = getattr(estimator, "best_iteration", None)
-        return int(best) + 1 if best is not None else int(estimator.n_estimators)
+        return int(best) + 1 if best is not None else estimator.num_boosted_rounds()
     if family == LIGHTGBM:
-        return int(estimator.best_iteration_ or estimator.n_estimators)
+        return int(estimator.best_iteration or estimator.current_iteration())
     if family == "hist_gradient_boosting":
         return int(estimator.n_iter_)
     return None
 
 
 def native_model(estimator: Any, family: str) -> Any:
-    """What gets saved and served: the booster of the boosting libraries, cut at the best
-    round (XGBoost's booster would otherwise predict with every round it fitted)."""
+    """What gets saved and served: the fitted estimator; for XGBoost, its booster cut at the
+    best round (it would otherwise predict with every round it fitted; LightGBM's training
+    call cuts its own)."""
     if family == XGBOOST:
-        booster = estimator.get_booster()
         best = getattr(estimator, "best_iteration", None)
-        return booster[: best + 1] if best is not None else booster
-    if family == LIGHTGBM:
-        return estimator.booster_
+        return estimator[: best + 1] if best is not None else estimator
     return estimator
 
 

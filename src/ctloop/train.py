@@ -38,6 +38,7 @@ from threadpoolctl import threadpool_limits
 from ctloop import ensemble, tracking
 from ctloop.candidates import (
     BOOSTED,
+    BinnedRows,
     Trial,
     feature_importance,
     fit_estimator,
@@ -111,6 +112,7 @@ class _Finished:
 
 
 _ARRAYS: dict[str, tuple[np.ndarray, ...]] = {}
+_BINNED: dict[tuple[int, Any], tuple[Any, BinnedRows]] = {}
 
 
 def _arrays(data: str | tuple) -> tuple[np.ndarray, ...]:
@@ -125,6 +127,19 @@ def _arrays(data: str | tuple) -> tuple[np.ndarray, ...]:
     return _ARRAYS[data]
 
 
+def _binned(data: str | tuple, rows: Any, X: np.ndarray, y: np.ndarray, cats: list[int],
+            validation: tuple[np.ndarray, np.ndarray] | None = None) -> BinnedRows:
+    """This worker's binned copy of one set of rows of the run's data (`rows` names them: the
+    split, a fold, all rows), built once and reused by every later trial on them; another
+    run's data lets the previous run's go."""
+    key = (id(data), rows)  # the entry keeps `data` alive, so its id stays its own
+    if key not in _BINNED:
+        if not any(kept is data for kept, _ in _BINNED.values()):
+            _BINNED.clear()
+        _BINNED[key] = (data, BinnedRows(X, y, cats, validation))
+    return _BINNED[key][1]
+
+
 def _run_trial(trial: Trial, encoder: FeatureEncoder, data: str | tuple, task: Task,
                deadline: float | None) -> _Finished:
     """Fit and score one trial (in a worker): everything but saving and the MLflow calls."""
@@ -134,11 +149,13 @@ def _run_trial(trial: Trial, encoder: FeatureEncoder, data: str | tuple, task: T
         if folds.size:
             y_val = np.concatenate([y_train, y_val])
             fitted, scores, rounds = _cross_validate(trial, encoder, task, np.concatenate(
-                [X_train, X_val]), y_val, folds, deadline)
+                [X_train, X_val]), y_val, folds, deadline, data)
         else:
-            fitted = fit_estimator(trial, task.kind, X_train, y_train,
-                                   encoder.categorical_indices, validation=(X_val, y_val),
-                                   deadline=deadline)
+            cats = encoder.categorical_indices
+            fitted = fit_estimator(trial, task.kind, X_train, y_train, cats,
+                                   validation=(X_val, y_val), deadline=deadline,
+                                   binned=_binned(data, "split", X_train, y_train, cats,
+                                                  (X_val, y_val)))
             rounds = fitted_rounds(fitted, trial.family)
     fit_seconds = time.perf_counter() - start
     estimator = native_model(fitted, trial.family)
@@ -157,12 +174,13 @@ def _run_trial(trial: Trial, encoder: FeatureEncoder, data: str | tuple, task: T
 
 
 def _cross_validate(trial: Trial, encoder: FeatureEncoder, task: Task, X: np.ndarray,
-                    y: np.ndarray, folds: np.ndarray,
-                    deadline: float | None) -> tuple[Any, np.ndarray, int | None]:
+                    y: np.ndarray, folds: np.ndarray, deadline: float | None,
+                    data: str | tuple) -> tuple[Any, np.ndarray, int | None]:
     """Out-of-fold scores of every row, and the trial fitted on all rows with the median of
     the rounds its folds kept."""
     scores: np.ndarray | None = None
     kept = []
+    cats = encoder.categorical_indices
     for k in np.unique(folds):
         fit_rows, scored = np.flatnonzero(folds != k), folds == k
         validation = None
@@ -170,9 +188,10 @@ def _cross_validate(trial: Trial, encoder: FeatureEncoder, task: Task, X: np.nda
             stop = fit_rows[int(k) % _EARLY_STOPPING_SHARE::_EARLY_STOPPING_SHARE]
             fit_rows = np.setdiff1d(fit_rows, stop, assume_unique=True)
             validation = (X[stop], y[stop])
-        fitted = fit_estimator(trial, task.kind, X[fit_rows], y[fit_rows],
-                               encoder.categorical_indices, validation=validation,
-                               deadline=deadline)
+        X_fit, y_fit = X[fit_rows], y[fit_rows]
+        binned = _binned(data, int(k), X_fit, y_fit, cats, validation) if validation else None
+        fitted = fit_estimator(trial, task.kind, X_fit, y_fit, cats, validation=validation,
+                               deadline=deadline, binned=binned)
         fold_model = TabularModel(encoder, native_model(fitted, trial.family), trial.family,
                                   task, fast_path=False)
         fold_scores = fold_model.scores_encoded(np.asarray(X[scored]))
@@ -181,8 +200,9 @@ def _cross_validate(trial: Trial, encoder: FeatureEncoder, task: Task, X: np.nda
         scores[scored] = fold_scores
         kept.append(fitted_rounds(fitted, trial.family))
     rounds = None if kept[0] is None else int(np.median(kept))
-    final = fit_estimator(refit_trial(trial, rounds), task.kind, X, y,
-                          encoder.categorical_indices, deadline=deadline)  # a forest's trees
+    final = fit_estimator(refit_trial(trial, rounds), task.kind, X, y, cats,
+                          deadline=deadline,  # a forest's trees
+                          binned=_binned(data, "all", X, y, cats))
     return final, scores, rounds
 
 

@@ -6,6 +6,8 @@ import pytest
 from ctloop.candidates import (
     FAMILIES,
     MAX_ROUNDS,
+    STOPPING_ROUNDS,
+    BinnedRows,
     Trial,
     feature_importance,
     fit_estimator,
@@ -34,6 +36,51 @@ def test_early_stopping_keeps_few_rounds_when_there_is_little_to_learn(family):
     assert 1 <= rounds < 100 < MAX_ROUNDS
 
 
+def _wrapper_scores(family: str, kind: str, params: dict, X, y, validation) -> np.ndarray:
+    """The model the libraries' scikit-learn wrappers fit for the same trial."""
+    import lightgbm as lgb
+    import xgboost as xgb
+
+    X_val = validation[0]
+    regression = kind == "regression"
+    if family == "xgboost":
+        cls = xgb.XGBRegressor if regression else xgb.XGBClassifier
+        fitted = cls(tree_method="hist", n_jobs=1, random_state=1, n_estimators=MAX_ROUNDS,
+                     early_stopping_rounds=STOPPING_ROUNDS, **params).fit(
+            X, y, eval_set=[validation], verbose=False)
+        return fitted.get_booster()[: fitted.best_iteration + 1].inplace_predict(X_val)
+    cls = lgb.LGBMRegressor if regression else lgb.LGBMClassifier
+    fitted = cls(n_jobs=1, random_state=1, verbose=-1, n_estimators=MAX_ROUNDS, **params).fit(
+        X, y, eval_set=[validation], categorical_feature=[4],
+        callbacks=[lgb.early_stopping(STOPPING_ROUNDS, verbose=False)])
+    return fitted.booster_.predict(X_val)
+
+
+@pytest.mark.parametrize("family", ["xgboost", "lightgbm"])
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
+def test_boosters_fit_the_same_model_on_rows_binned_by_an_earlier_trial(family, kind):
+    """Trials reuse the rows an earlier trial binned (another max_bin bins them again); the
+    models are the very ones the libraries' scikit-learn wrappers fit."""
+    X, y = _table(2000, signal=2.0)
+    if kind == "multiclass":
+        y = y + (X[:, 0] > 1)
+    elif kind == "regression":
+        y = X[:, 0] * 2.0 + np.nan_to_num(X[:, 1])
+    fit_rows, validation = slice(500, None), (X[:500], y[:500])
+    binned = BinnedRows(X[fit_rows], y[fit_rows], [4], validation)
+    for params in ({"learning_rate": 0.3}, {"learning_rate": 0.1, "max_bin": 31},
+                   {"learning_rate": 0.1, "subsample": 0.8}):
+        fitted = fit_estimator(Trial(0, family, params, 1), kind, X[fit_rows], y[fit_rows],
+                               [4], validation=validation, binned=binned)
+        booster = native_model(fitted, family)
+        scores = (booster.inplace_predict(X[:500]) if family == "xgboost"
+                  else booster.predict(X[:500]))
+        wrapper_params = {**params, **({"subsample_freq": 1} if family == "lightgbm"
+                                       and "subsample" in params else {})}
+        np.testing.assert_allclose(scores, _wrapper_scores(
+            family, kind, wrapper_params, X[fit_rows], y[fit_rows], validation), rtol=1e-6)
+
+
 def test_early_stopping_keeps_more_rounds_when_there_is_signal():
     X, y = _table(3000, signal=3.0)
     X_val, y_val = _table(1000, signal=3.0, seed=1)
@@ -51,9 +98,11 @@ def test_xgboost_serves_only_the_rounds_early_stopping_kept():
     fitted = fit_estimator(Trial(0, "xgboost", {}, 1), "binary", X, y, [4],
                            validation=_table(500, signal=0.0, seed=1))
     booster = native_model(fitted, "xgboost")
-    assert booster.num_boosted_rounds() == fitted_rounds(fitted, "xgboost")
-    np.testing.assert_allclose(booster.inplace_predict(X), fitted.predict_proba(X)[:, 1],
-                               rtol=1e-6)
+    rounds = fitted_rounds(fitted, "xgboost")
+    assert booster.num_boosted_rounds() == rounds
+    np.testing.assert_allclose(booster.inplace_predict(X),
+                               fitted.inplace_predict(X, iteration_range=(0, rounds)), rtol=1e-6)
+    assert fitted.num_boosted_rounds() > rounds  # the rounds after the best are not served
 
 
 @pytest.mark.parametrize("family", FAMILIES)

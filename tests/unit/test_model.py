@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.candidates import Trial, fit_estimator
+from ctloop.candidates import Trial, fit_estimator, native_model
 from ctloop.features import FeatureEncoder
 from ctloop.model import ModelLoadError, TabularModel, _load_pyfunc
 from ctloop.tasks import BinaryTask
@@ -27,8 +27,7 @@ def test_each_family_round_trips_and_predicts_raw_columns(churn, family, tmp_pat
     frame, encoder, X, y = churn
     estimator = fit_estimator(Trial(0, family, {}, 1), "binary", X, y,
                               encoder.categorical_indices)
-    if family == "xgboost":
-        estimator = estimator.get_booster()
+    estimator = native_model(estimator, family)
     model = TabularModel(encoder, estimator, family, BinaryTask("Yes", "No", 0.4))
     model.save(tmp_path / "m")
     assert "pickle" not in json.loads((tmp_path / "m/model.json").read_text())["estimator_file"]
@@ -82,8 +81,7 @@ def test_an_ensemble_saves_its_members_and_predicts_their_weighted_average(churn
     for family in ("xgboost", "linear", "random_forest"):
         fitted = fit_estimator(Trial(0, family, {}, 1), "binary", X, y,
                                encoder.categorical_indices)
-        members.append(TabularModel(encoder, getattr(fitted, "get_booster", lambda f=fitted: f)(),
-                                    family, task))
+        members.append(TabularModel(encoder, native_model(fitted, family), family, task))
     weights = (0.5, 0.3, 0.2)
     model = TabularModel(encoder, Members(tuple(members), weights, ("x-0", "l-1", "r-2")),
                          "ensemble", task)
