@@ -185,14 +185,18 @@ def _parse_times(frame: pd.DataFrame, time_column: str, source: str,
                  dropped: dict[str, int]) -> pd.DataFrame:
     if time_column not in frame.columns:
         raise DataError(f"{source}: time column '{time_column}' not found")
-    times = pd.to_datetime(frame[time_column], errors="coerce")
+    times = frame[time_column]
+    if not pd.api.types.is_datetime64_any_dtype(times):
+        times = pd.to_datetime(times, errors="coerce")
+        frame = frame.assign(**{time_column: times})
     if times.isna().all():
         raise DataError(f"{source}: time column '{time_column}' has no parsable timestamps")
-    frame = frame.assign(**{time_column: times})
     bad_time = int(times.isna().sum())
     if bad_time:
         dropped["missing_time"] = bad_time
         frame = frame[times.notna()]
+    if frame[time_column].is_monotonic_increasing:  # e.g. the flights, sorted when loaded
+        return frame
     return frame.sort_values(time_column, kind="stable")
 
 

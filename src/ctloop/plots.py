@@ -38,6 +38,22 @@ class _Figures:
         self.paths.append(path)
 
 
+def warm_up() -> None:
+    """Draw a throwaway figure: a fresh process's first plot pays for importing pyplot and
+    loading fonts (about a second), which a worker can pay while it would otherwise wait."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [0, 1], label="warm-up")
+    ax.set_title("warm-up")
+    ax.legend()
+    fig.canvas.draw()
+    plt.close(fig)
+
+
 def _importance(figs: _Figures, feature_names: Sequence[str], importance: np.ndarray) -> None:
     order = np.argsort(importance)[-20:]
     fig, ax = figs.new(5, max(2.5, 0.25 * len(order)))

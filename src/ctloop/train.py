@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ctloop import ensemble, tracking
+from ctloop import ensemble, plots, tracking
 from ctloop.candidates import (
     BOOSTED,
     BinnedRows,
@@ -527,10 +527,12 @@ def _log_models(run: tracking.TrainingRun, best: list[TrialResult],
             model = finished[trial.name].model
             assert model is not None, f"{trial.name}: its model was let go of"
             model.save(model_dirs[trial.name])
-        plot_dir = Path(rendering[trial.name].result()) if trial.name in rendering else None
         uris[trial.name] = run.log_trial_model(
-            trial.run_id, model_dirs[trial.name], plot_dir, encoder, task, example,
+            trial.run_id, model_dirs[trial.name], encoder, task, example,
             fitted_rows if trial is best[0] else train_rows)
+    for trial in best:  # rendered while the models were logged
+        if trial.name in rendering:
+            run.log_trial_plots(trial.run_id, Path(rendering[trial.name].result()))
     return [dataclasses.replace(trial, model_uri=uris[trial.name]) for trial in best]
 
 
@@ -576,10 +578,14 @@ def _import_fitting_libraries() -> None:
 
 def _warm_up_workers(cfg: Config) -> None:
     """Start the local worker processes and their imports (seconds each) now, while this
-    process loads and logs the data, rather than on the search's clock."""
+    process loads and logs the data, rather than on the search's clock; and matplotlib's,
+    which the plots of the best trials would otherwise pay after the search."""
     executor = _local_executor(cfg)
     for _ in range(_n_jobs(cfg)):
         executor.submit(_import_fitting_libraries)
+    if cfg.training.plots:
+        for _ in range(_n_jobs(cfg)):
+            executor.submit(plots.warm_up)
 
 
 class _Pool:

@@ -160,17 +160,14 @@ class TrainingRun:
         client.set_terminated(child.info.run_id)
         return child.info.run_id
 
-    def log_trial_model(self, trial_run_id: str, model_dir: Path, plot_dir: Path | None,
-                        encoder: FeatureEncoder, task: Task, input_example: pd.DataFrame,
-                        fitted_rows: int) -> str:
-        """Plots and the pyfunc model on a trial's child run (with how many rows the model
-        was refitted on: training + validation); returns the model URI."""
+    def log_trial_model(self, trial_run_id: str, model_dir: Path, encoder: FeatureEncoder,
+                        task: Task, input_example: pd.DataFrame, fitted_rows: int) -> str:
+        """The pyfunc model on a trial's child run (with how many rows the model was
+        refitted on: training + validation); returns the model URI."""
         import mlflow
 
         with mlflow.start_run(run_id=trial_run_id, nested=True):
             mlflow.log_param("model_fitted_rows", fitted_rows)
-            if plot_dir is not None:
-                mlflow.log_artifacts(str(plot_dir), artifact_path="plots")
             info = mlflow.pyfunc.log_model(
                 name=MODEL_NAME_IN_RUN,
                 loader_module="ctloop.model",
@@ -182,6 +179,10 @@ class TrainingRun:
             )
             mlflow.set_tag("ctloop.model_uri", info.model_uri)
         return info.model_uri
+
+    def log_trial_plots(self, trial_run_id: str, plot_dir: Path) -> None:
+        """A trial's plots, under `plots/` of its child run."""
+        _client().log_artifacts(trial_run_id, str(plot_dir), "plots")
 
     def log_search(self, stopped_by: str, trials: int, seconds: float) -> None:
         """What ended the search (`trials` or `time_budget`), after how many trials and
