@@ -142,21 +142,29 @@ def _binned(data: str | tuple, rows: Any, X: np.ndarray, y: np.ndarray, cats: li
 
 def _run_trial(trial: Trial, encoder: FeatureEncoder, data: str | tuple, task: Task,
                deadline: float | None) -> _Finished:
-    """Fit and score one trial (in a worker): everything but saving and the MLflow calls."""
+    """Fit and score one trial (in a worker): everything but saving and the MLflow calls.
+    One thread throughout, scoring included: the other workers have the other cores, and an
+    OpenMP team (HistGradientBoosting's predict) waiting on a busy core costs more than it
+    gains."""
+    with threadpool_limits(1):
+        return _fit_and_score(trial, encoder, data, task, deadline)
+
+
+def _fit_and_score(trial: Trial, encoder: FeatureEncoder, data: str | tuple, task: Task,
+                   deadline: float | None) -> _Finished:
     X_train, y_train, X_val, y_val, folds = _arrays(data)
     start = time.perf_counter()
-    with threadpool_limits(1):
-        if folds.size:
-            y_val = np.concatenate([y_train, y_val])
-            fitted, scores, rounds = _cross_validate(trial, encoder, task, np.concatenate(
-                [X_train, X_val]), y_val, folds, deadline, data)
-        else:
-            cats = encoder.categorical_indices
-            fitted = fit_estimator(trial, task.kind, X_train, y_train, cats,
-                                   validation=(X_val, y_val), deadline=deadline,
-                                   binned=_binned(data, "split", X_train, y_train, cats,
-                                                  (X_val, y_val)))
-            rounds = fitted_rounds(fitted, trial.family)
+    if folds.size:
+        y_val = np.concatenate([y_train, y_val])
+        fitted, scores, rounds = _cross_validate(trial, encoder, task, np.concatenate(
+            [X_train, X_val]), y_val, folds, deadline, data)
+    else:
+        cats = encoder.categorical_indices
+        fitted = fit_estimator(trial, task.kind, X_train, y_train, cats,
+                               validation=(X_val, y_val), deadline=deadline,
+                               binned=_binned(data, "split", X_train, y_train, cats,
+                                              (X_val, y_val)))
+        rounds = fitted_rounds(fitted, trial.family)
     fit_seconds = time.perf_counter() - start
     estimator = native_model(fitted, trial.family)
     model = TabularModel(encoder, estimator, trial.family, task, fast_path=False)
