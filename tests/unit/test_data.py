@@ -10,6 +10,7 @@ from ctloop.config import DataConfig, FeatureSpec, SplitConfig, Window
 from ctloop.data import (
     FLIGHTS_FEATURES,
     DataError,
+    apply_window,
     load_dataset,
     load_flights,
     split_dataset,
@@ -90,6 +91,17 @@ def test_flights_features_are_known_before_departure_and_cancelled_rows_counted(
     assert dropped["unknown_outcome_cancelled"] == 9430
     assert frame["scheduled_departure"].is_monotonic_increasing
     assert 0.15 < frame["arr_delayed"].mean() < 0.35
+
+
+@pytest.mark.parametrize("window", [Window(start="2013-03-31 23:00", end="2013-04-01 01:00"),
+                                    Window(end="2013-01-15 06:30"), Window(start="2013-12-30")])
+def test_flights_loaded_for_a_window_are_the_window_of_the_whole_year(window):
+    """Only the window's days are joined and built; the rows are the same to the minute."""
+    whole, _ = load_flights()
+    windowed, _ = load_flights(window)
+    time = "scheduled_departure"
+    pd.testing.assert_frame_equal(apply_window(windowed, time, window).reset_index(drop=True),
+                                  apply_window(whole, time, window).reset_index(drop=True))
 
 
 def test_time_split_keeps_the_most_recent_rows_for_holdout():
