@@ -81,6 +81,22 @@ def test_boosters_fit_the_same_model_on_rows_binned_by_an_earlier_trial(family, 
             family, kind, wrapper_params, X[fit_rows], y[fit_rows], validation), rtol=1e-6)
 
 
+def test_a_lightgbm_refit_with_fixed_rounds_keeps_categorical_columns_as_categories():
+    """The refit of a chosen trial (no validation rows, rounds fixed) must learn the trial's
+    model: categorical codes split as categories, not as numbers (they once were)."""
+    import lightgbm as lgb
+
+    X, y = _table(2000, signal=2.0)
+    refit = fit_estimator(Trial(0, "lightgbm", {"n_estimators": 30}, 1), "binary", X, y, [4])
+    as_categories = lgb.LGBMClassifier(n_jobs=1, random_state=1, verbose=-1,
+                                       n_estimators=30).fit(X, y, categorical_feature=[4])
+    as_numbers = lgb.LGBMClassifier(n_jobs=1, random_state=1, verbose=-1,
+                                    n_estimators=30).fit(X, y)
+    scores = native_model(refit, "lightgbm").predict(X)
+    np.testing.assert_allclose(scores, as_categories.booster_.predict(X), rtol=1e-6)
+    assert not np.allclose(scores, as_numbers.booster_.predict(X))
+
+
 def test_early_stopping_keeps_more_rounds_when_there_is_signal():
     X, y = _table(3000, signal=3.0)
     X_val, y_val = _table(1000, signal=3.0, seed=1)
