@@ -196,6 +196,10 @@ class TrainingConfig(_Section):
                              f"{sorted(KNOWN_FAMILIES)}")
         if not any(c.trials > 0 for c in value.values()):
             raise ValueError("at least one candidate family needs trials > 0")
+        lightgbm = value.get("lightgbm")
+        if lightgbm and "class_weight" in {**lightgbm.fixed, **lightgbm.search}:
+            raise ValueError("candidates.lightgbm: class_weight is not supported (trials run "
+                             "through lightgbm.train); use is_unbalance or scale_pos_weight")
         return value
 
 

@@ -29,6 +29,8 @@ def test_minimal_config_gets_defaults_for_everything_else(tmp_path):
     ("name: a\ndata: {source: x.csv}\ngate: {confidence: lots}\n", "'gate.confidence'"),
     ("name: a\ndata: {source: x.txt}\n", "'data.source'"),
     ("name: a\ndata: {source: x.csv}\ntraining: {candidates: {svm: {trials: 1}}}\n", "svm"),
+    ("name: a\ndata: {source: x.csv}\ntraining: {candidates: {lightgbm: {fixed: "
+     "{class_weight: balanced}}}}\n", "candidates.lightgbm: class_weight is not supported"),
     ("- just\n- a list\n", "must be a mapping"),
     ("name: [unclosed\n", "cannot read config"),
 ])
