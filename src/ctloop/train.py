@@ -112,7 +112,7 @@ class _Finished:
 
 
 _ARRAYS: dict[str, tuple[np.ndarray, ...]] = {}
-_BINNED: dict[tuple[int, Any], tuple[Any, BinnedRows]] = {}
+_BINNED: dict[tuple[str | int, Any], tuple[Any, BinnedRows]] = {}
 
 
 def _arrays(data: str | tuple) -> tuple[np.ndarray, ...]:
@@ -132,12 +132,14 @@ def _binned(data: str | tuple, rows: Any, X: np.ndarray, y: np.ndarray, cats: li
     """This worker's binned copy of one set of rows of the run's data (`rows` names them: the
     split, a fold, all rows), built once and reused by every later trial on them; another
     run's data lets the previous run's go."""
-    key = (id(data), rows)  # the entry keeps `data` alive, so its id stays its own
-    if key not in _BINNED:
-        if not any(kept is data for kept, _ in _BINNED.values()):
-            _BINNED.clear()
-        _BINNED[key] = (data, BinnedRows(X, y, cats, validation))
-    return _BINNED[key][1]
+    # A local run is its work folder (each trial brings its own copy of the path); a Dask
+    # run is the scattered tuple itself, which the entry keeps alive so its id stays its own.
+    run = data if isinstance(data, str) else id(data)
+    if not any(kept == run for kept, _ in _BINNED):
+        _BINNED.clear()
+    if (run, rows) not in _BINNED:
+        _BINNED[run, rows] = (data, BinnedRows(X, y, cats, validation))
+    return _BINNED[run, rows][1]
 
 
 def _run_trial(trial: Trial, encoder: FeatureEncoder, data: str | tuple, task: Task,

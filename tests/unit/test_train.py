@@ -1,13 +1,15 @@
-"""Which fitted models a search holds on to while it runs."""
+"""Which fitted models a search holds on to, and what a worker keeps between trials."""
 
 from __future__ import annotations
+
+import pickle
 
 import numpy as np
 
 from ctloop import tracking
 from ctloop.candidates import Trial
 from ctloop.tasks.binary import BinaryTask
-from ctloop.train import TrialResult, _Finished, _forget_models
+from ctloop.train import TrialResult, _binned, _Finished, _forget_models
 
 
 def _finished(name: str, auc: float) -> tuple[TrialResult, _Finished]:
@@ -82,3 +84,15 @@ def test_with_an_ensemble_to_choose_the_best_of_each_family_keep_their_model_too
 
     kept = {name for name, outcome in finished.items() if outcome.model is not None}
     assert kept == {"x1", "x2", "l1"}  # the best two overall, and the best linear trial
+
+
+def test_a_worker_bins_a_runs_rows_once_for_all_its_trials():
+    """Each trial brings its own copy of the run's folder path (pickled per task): the rows it
+    names are binned once per worker, and another run's rows replace them."""
+    X, y = np.zeros((4, 2), dtype=np.float32), np.zeros(4)
+    first, second = (pickle.loads(pickle.dumps("/tmp/ctloop-train-run1")) for _ in range(2))
+    binned = _binned(first, "split", X, y, [])
+    assert _binned(second, "split", X, y, []) is binned
+    assert _binned(second, 0, X, y, []) is not binned  # a fold's rows are other rows
+    assert _binned("/tmp/ctloop-train-run2", "split", X, y, []) is not binned
+    assert _binned(first, "split", X, y, []) is not binned  # run 1's rows were let go
