@@ -214,8 +214,9 @@ def _fit_xgboost(wrapper: Any, trial: Trial, kind: str, rows: BinnedRows, stoppi
     import xgboost as xgb
 
     params = {k: v for k, v in wrapper.get_xgb_params().items() if v is not None}
-    if _n_classes(kind, rows.y) and "objective" not in trial.params:
-        params.update(objective="multi:softprob", num_class=_n_classes(kind, rows.y))
+    classes = _n_classes(kind, rows.y)
+    if classes and "objective" not in trial.params:
+        params.update(objective="multi:softprob", num_class=classes)
     train, validation = rows.xgboost(params.get("max_bin"))
     return xgb.train(params, train, num_boost_round=wrapper.n_estimators,
                      evals=[(validation, "validation")] if stopping else (),
