@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop import loop
+from ctloop import loop, tracking
 from ctloop.config import ConfigError, load_config
 from tests.conftest import make_churn, write_config
 
@@ -40,6 +40,8 @@ def test_training_logs_parent_and_children_with_everything_people_look_at(churn_
     assert parent.data.tags["ctloop.config_hash"] == cfg.digest()
     training_input = parent.inputs.dataset_inputs[0]  # logged on a thread beside the trials
     assert training_input.dataset.digest
+    schema = json.loads(training_input.dataset.schema)["mlflow_colspec"]  # the UI shows it
+    assert set(tracking.load_reference(result.run_id).columns) <= {c["name"] for c in schema}
     assert {t.key: t.value for t in training_input.tags}["mlflow.data.context"] == "training"
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "reference")}
     assert artifacts == {"reference/train.parquet"}

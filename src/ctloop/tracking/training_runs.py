@@ -84,6 +84,27 @@ def _requirements() -> list[str]:
     return pins
 
 
+def dataset_schema(frame: pd.DataFrame):
+    """The schema MLflow infers for a logged dataset, inferred from each column's distinct
+    values: the type and whether a value is missing depend only on those, and MLflow's own
+    inference looks at every cell in Python (0.5 s of CPU on the flights demo's training
+    rows, taken from the workers while they fit). None where MLflow infers none (a column
+    mixing types)."""
+    from mlflow.types import Schema
+    from mlflow.types.utils import _infer_schema
+
+    specs = []
+    for name in frame.columns:
+        column = frame[name]
+        with contextlib.suppress(TypeError):  # unhashable cells (lists): infer from them all
+            column = column.drop_duplicates()
+        try:
+            specs.extend(_infer_schema(column.to_frame(name)).inputs)
+        except Exception:  # what `PandasDataset.schema` catches too
+            return None
+    return Schema(specs)
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     """What a finished trial hands to the tracker: all computed in the worker process."""
@@ -120,6 +141,7 @@ class TrainingRun:
         ds = mlflow.data.from_pandas(
             dataset.frame, source=dataset.source, targets=dataset.target, name=f"{split}"
         )
+        ds.__dict__["schema"] = dataset_schema(dataset.frame)  # what `ds.schema` would infer
         # The entity is what `mlflow.log_input` builds too; only the fluent call is per thread.
         client.log_inputs(self.run_id, datasets=[DatasetInput(
             ds._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, split)])])

@@ -1,0 +1,55 @@
+"""The training run's records: what a user sees in the MLflow UI must be what MLflow itself
+would have recorded."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ctloop.tracking.training_runs import dataset_schema
+
+
+def _table(rows: int = 3000) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    when = pd.Series(pd.date_range("2024-01-01", periods=rows, freq="h"))
+    when[::97] = pd.NaT
+    numbers = rng.normal(size=rows)
+    numbers[::13] = np.nan
+    return pd.DataFrame({
+        "id": np.arange(rows),
+        "when": when,
+        "amount": numbers,
+        "flag": rng.random(rows) < 0.3,
+        "nullable_int": pd.array(np.where(rng.random(rows) < 0.1, None, rng.integers(0, 9, rows)),
+                                 dtype="Int64"),
+        "city": rng.choice(["Oslo", "Lima", None], rows),
+        "code": rng.choice(["a", "b", "c"], rows),
+        "tags": [["a", "b"] if i % 2 else ["c"] for i in range(rows)],  # unhashable cells
+        "category": pd.Categorical(rng.choice(["lo", "hi"], rows)),
+    })
+
+
+@pytest.mark.parametrize("table", ["every kind", "a column mixing types", "penguins"])
+def test_logged_dataset_schema_is_the_one_mlflow_infers(table: str) -> None:
+    import mlflow
+
+    if table == "penguins":
+        from palmerpenguins import load_penguins
+
+        frame = load_penguins()
+    else:
+        frame = _table()
+    if table == "a column mixing types":  # MLflow records no schema for such a table
+        frame["mixed"] = np.resize(np.array([1, "x", 2.5], dtype=object), len(frame))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = mlflow.data.from_pandas(frame).schema
+        fast = dataset_schema(frame)
+    if expected is None:
+        assert fast is None
+    else:
+        assert fast is not None and fast.to_dict() == expected.to_dict()
+        assert len(fast.inputs) == frame.shape[1]
