@@ -81,6 +81,48 @@ def test_boosters_fit_the_same_model_on_rows_binned_by_an_earlier_trial(family, 
             family, kind, wrapper_params, X[fit_rows], y[fit_rows], validation), rtol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
+def test_histogram_boosting_fits_the_same_model_on_rows_binned_by_an_earlier_trial(kind):
+    """HGB trials reuse the bins an earlier trial made of the same rows (other bin settings
+    or weighted rows are binned again); each model is the one a fit of its own gives, and
+    it pickles as a plain estimator."""
+    import pickle
+
+    X, y = _table(2000, signal=2.0)
+    if kind == "multiclass":
+        y = y + (X[:, 0] > 1)
+    elif kind == "regression":
+        y = X[:, 0] * 2.0 + np.nan_to_num(X[:, 1])
+    fit_rows, validation = slice(500, None), (X[:500], y[:500])
+    binned = BinnedRows(X[fit_rows], y[fit_rows], [4], validation)
+    trials = [{"learning_rate": 0.3}, {"learning_rate": 0.1, "max_leaf_nodes": 8},
+              {"learning_rate": 0.1, "max_bins": 31}, {"learning_rate": 0.3}]
+    if kind != "regression":
+        trials.append({"learning_rate": 0.3, "class_weight": "balanced"})
+    shared = []
+    for params in trials:
+        trial = Trial(0, "hist_gradient_boosting", params, 1)
+        fitted = fit_estimator(trial, kind, X[fit_rows], y[fit_rows], [4],
+                               validation=validation, binned=binned)
+        alone = fit_estimator(trial, kind, X[fit_rows], y[fit_rows], [4],
+                              validation=validation)
+        assert fitted.n_iter_ == alone.n_iter_ and not {"_bin_data", "_should_stop"} & set(
+            vars(fitted))
+        np.testing.assert_array_equal(fitted.predict(X), alone.predict(X))
+        np.testing.assert_array_equal(pickle.loads(pickle.dumps(fitted)).predict(X),
+                                      alone.predict(X))
+        shared.append(fitted._bin_mapper)
+    assert shared[1] is shared[0] and shared[3] is shared[0]  # binned once for these
+    assert shared[2] is not shared[0]  # another bin count: binned again
+    # A refit on the same rows with fixed rounds (no validation rows) reuses them too.
+    refit = fit_estimator(Trial(0, "hist_gradient_boosting", {"max_iter": 20}, 1), kind,
+                          X[fit_rows], y[fit_rows], [4], binned=binned)
+    assert refit._bin_mapper is shared[0]
+    np.testing.assert_array_equal(refit.predict(X), fit_estimator(
+        Trial(0, "hist_gradient_boosting", {"max_iter": 20}, 1), kind, X[fit_rows],
+        y[fit_rows], [4]).predict(X))
+
+
 def test_a_lightgbm_refit_with_fixed_rounds_keeps_categorical_columns_as_categories():
     """The refit of a chosen trial (no validation rows, rounds fixed) must learn the trial's
     model: categorical codes split as categories, not as numbers (they once were)."""
