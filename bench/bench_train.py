@@ -156,6 +156,7 @@ def training(repeats: int, config: Path) -> dict:
             # what two processes on two cores cost each other (memory bandwidth, clocks).
             "fit_sum_in_run_s": round(middle["fit_in_run_s"], 2),
             "ratios": [round(f["ratio"], 3) for f in figures], "phases": middle["phases"],
+            "phases_each": [f["phases"] for f in figures],
             "walls_s": [round(f["wall_s"], 2) for f in figures],
             "fit_sums_s": [round(f["fit_sum_s"], 2) for f in figures],
             "fit_sums_in_run_s": [round(f["fit_in_run_s"], 2) for f in figures],

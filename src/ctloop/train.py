@@ -143,11 +143,13 @@ def _binned(data: str | tuple, rows: Any, X: np.ndarray, y: np.ndarray, cats: li
 
 
 def _run_trial(trial: Trial, encoder: FeatureEncoder, data: str | tuple, task: Task,
-               deadline: float | None) -> _Finished:
+               deadline: float | None) -> _Finished | None:
     """Fit and score one trial (in a worker): everything but saving and the MLflow calls.
     One thread throughout, scoring included: the other workers have the other cores, and an
     OpenMP team (HistGradientBoosting's predict) waiting on a busy core costs more than it
-    gains."""
+    gains. None: the time budget ran out while the trial waited for a worker."""
+    if deadline is not None and time.time() >= deadline:
+        return None
     with threadpool_limits(1):
         return _fit_and_score(trial, encoder, data, task, deadline)
 
@@ -410,10 +412,13 @@ def _run_search(search: Search, pool: _Pool, metric: str, budget: float | None,
                 result: TrainResult,
                 on_idle: Callable[[], None] | None = None) -> Iterator[_Finished]:
     """Keep every worker busy with the search's next trial until the trials or the time run
-    out (`result.stopped_by` says which); yield trials as they finish. Trials already
-    running when the budget runs out are finished, not thrown away. `on_idle` is called
-    once, when the search has stopped, a worker is free and a trial still runs (after the
-    trials that finished so far were yielded)."""
+    out (`result.stopped_by` says which); yield trials as they finish. One trial more than
+    there are workers is submitted, so a worker that finishes starts the next at once
+    instead of waiting for this process to hear of it and ask the search (30 ms a trial).
+    Trials already running when the budget runs out are finished, not thrown away; one
+    still waiting then is not run. `on_idle` is called once, when the search has stopped, a
+    worker is free and a trial still runs (after the trials that finished so far were
+    yielded)."""
     started = time.perf_counter()
     deadline = time.time() + budget if budget is not None else None
     running: dict[Future, Trial] = {}
@@ -421,7 +426,7 @@ def _run_search(search: Search, pool: _Pool, metric: str, budget: float | None,
 
     def start_trials() -> None:
         nonlocal stopping
-        while not stopping and len(running) < pool.workers:
+        while not stopping and len(running) < pool.workers + 1:
             if search.exhausted:
                 stopping, result.stopped_by = True, STOPPED_BY_TRIALS
             elif budget is not None and time.perf_counter() - started >= budget:
@@ -437,9 +442,13 @@ def _run_search(search: Search, pool: _Pool, metric: str, budget: float | None,
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         outcomes = []
         for future in sorted(done, key=lambda f: running[f].number):
-            trial = running.pop(future)
-            outcomes.append(future.result())
-            search.finished(trial, outcomes[-1].record.metrics.get(metric, float("nan")))
+            trial, outcome = running.pop(future), future.result()
+            if outcome is None:  # it waited past the budget: the search is over
+                search.finished(trial, float("nan"))
+                stopping, result.stopped_by = True, STOPPED_BY_TIME
+                continue
+            outcomes.append(outcome)
+            search.finished(trial, outcome.record.metrics.get(metric, float("nan")))
         start_trials()  # keep the workers busy while the parent logs these
         yield from outcomes
         if on_idle is not None and stopping and 0 < len(running) < pool.workers:

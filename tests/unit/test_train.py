@@ -71,6 +71,60 @@ def test_the_idle_worker_is_offered_once_while_the_last_trial_runs():
     assert len(offers) == 1 and len(offers[0]) == 5 and "linear-05" not in offers[0]
 
 
+class _QueueingPool:
+    """Two workers (threads) with a queue, like loky's: a trial waits there for a free worker,
+    then runs unless the budget ran out meanwhile (as `_run_trial` does)."""
+
+    workers = 2
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._executor = ThreadPoolExecutor(2)
+        self.submitted: list[tuple[float, int]] = []  # (when, trials then unfinished)
+        self.started: list[tuple[str, float]] = []
+        self.deadline: float | None = None
+        self._unfinished = 0
+
+    def submit_trial(self, trial: Trial, deadline: float | None):
+        import time
+
+        self._unfinished, self.deadline = self._unfinished + 1, deadline
+        self.submitted.append((time.time(), self._unfinished))
+        return self._executor.submit(self._fit, trial, deadline)
+
+    def _fit(self, trial: Trial, deadline: float | None) -> _Finished | None:
+        import time
+
+        try:
+            if deadline is not None and time.time() >= deadline:
+                return None
+            self.started.append((trial.name, time.time()))
+            time.sleep(0.15)
+            return _finished(trial.name, 0.5 + trial.number / 1000)[1]
+        finally:
+            self._unfinished -= 1
+
+
+def test_a_trial_waits_for_each_free_worker_and_none_starts_after_the_budget():
+    """One trial more than there are workers is submitted, so a worker that finishes does
+    not wait for the parent to ask the search; when the budget runs out, the trial still
+    waiting is not run and the search says the budget stopped it."""
+    from ctloop.config import CandidateConfig
+    from ctloop.search import Search
+    from ctloop.train import TrainResult, _run_search
+
+    search = Search({"linear": CandidateConfig(trials=100, search={"C": {"low": 0.1,
+                                                                       "high": 10}})},
+                    seed=0, max_trials=100, minimize=False, lag=4)
+    pool, result = _QueueingPool(), TrainResult("", "x", "roc_auc")
+    seen = [o.record.name for o in _run_search(search, pool, "roc_auc", 0.5, result)]
+    assert result.stopped_by == "time_budget"
+    assert max(unfinished for _, unfinished in pool.submitted) == 3
+    assert all(when < pool.deadline for _, when in pool.started)
+    assert 4 <= len(seen) == len(pool.started) < len(pool.submitted)
+
+
 def test_with_an_ensemble_to_choose_the_best_of_each_family_keep_their_model_too():
     trials, finished = [], {}
     key = BinaryTask("Yes", "No").sort_key("roc_auc")
