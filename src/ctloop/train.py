@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from ctloop import ensemble, plots, tracking
 from ctloop.candidates import (
@@ -142,6 +142,19 @@ def _binned(data: str | tuple, rows: Any, X: np.ndarray, y: np.ndarray, cats: li
     return _BINNED[run, rows][1]
 
 
+_THREADPOOLS: list[ThreadpoolController] = []
+
+
+def _one_thread() -> Any:
+    """Limit this worker's thread pools (OpenMP, BLAS) to one thread, with a controller
+    made once per process: `threadpool_limits` scans every loaded library on each call
+    (5 ms a trial)."""
+    if not _THREADPOOLS:
+        _import_fitting_libraries()  # their OpenMP runtimes must be loaded to be seen
+        _THREADPOOLS.append(ThreadpoolController())
+    return _THREADPOOLS[0].limit(limits=1)
+
+
 def _run_trial(trial: Trial, encoder: FeatureEncoder, data: str | tuple, task: Task,
                deadline: float | None) -> _Finished | None:
     """Fit and score one trial (in a worker): everything but saving and the MLflow calls.
@@ -150,7 +163,7 @@ def _run_trial(trial: Trial, encoder: FeatureEncoder, data: str | tuple, task: T
     gains. None: the time budget ran out while the trial waited for a worker."""
     if deadline is not None and time.time() >= deadline:
         return None
-    with threadpool_limits(1):
+    with _one_thread():
         return _fit_and_score(trial, encoder, data, task, deadline)
 
 
@@ -269,7 +282,7 @@ def _refit(trial: Trial, encoder: FeatureEncoder, data: str, task: Task,
     the gate does not hold out."""
     X_train, y_train, X_val, y_val, _ = _arrays(data)
     X, y = np.concatenate([X_train, X_val]), np.concatenate([y_train, y_val])
-    with threadpool_limits(1):
+    with _one_thread():
         fitted = fit_estimator(trial, task.kind, X, y, encoder.categorical_indices)
     model = TabularModel(encoder, native_model(fitted, trial.family), trial.family, task,
                          fast_path=False)

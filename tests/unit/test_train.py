@@ -150,3 +150,21 @@ def test_a_worker_bins_a_runs_rows_once_for_all_its_trials():
     assert _binned(second, 0, X, y, []) is not binned  # a fold's rows are other rows
     assert _binned("/tmp/ctloop-train-run2", "split", X, y, []) is not binned
     assert _binned(first, "split", X, y, []) is not binned  # run 1's rows were let go
+
+
+def test_a_trial_fits_and_scores_on_one_thread_and_leaves_the_pools_as_they_were(
+        monkeypatch):
+    """Each worker has a core of its own: a trial's OpenMP and BLAS pools (HGB's predict,
+    numpy) must not spread onto the other worker's core, and nothing stays limited after."""
+    from threadpoolctl import threadpool_info
+
+    from ctloop import train
+
+    seen: list[dict[str, int]] = []
+    monkeypatch.setattr(train, "_fit_and_score", lambda *args: seen.append(
+        {pool["filepath"]: pool["num_threads"] for pool in threadpool_info()}))
+    before = {pool["filepath"]: pool["num_threads"] for pool in threadpool_info()}
+    for _ in range(2):  # the second trial reuses the worker's controller
+        train._run_trial(Trial(0, "linear", {}, 0), None, "", None, None)
+    assert len(seen) == 2 and all(set(s.values()) == {1} for s in seen)
+    assert {p["filepath"]: p["num_threads"] for p in threadpool_info()} == before
