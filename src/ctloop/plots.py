@@ -30,9 +30,15 @@ class _Figures:
     def new(self, width: float = 4, height: float = 4):
         return self.plt.subplots(figsize=(width, height))
 
-    def save(self, fig, name: str) -> None:
+    def save(self, fig, name: str, fixed_margins: bool = False) -> None:
+        """`fixed_margins`: for axes whose labels are known to fit (probabilities 0 to 1,
+        two classes); fitting the margins to the labels costs 40 ms a figure, a quarter of
+        what the plots of a logged trial cost."""
         path = self.folder / name
-        fig.tight_layout()
+        if fixed_margins:
+            fig.subplots_adjust(left=0.16, bottom=0.13, right=0.96, top=0.92)
+        else:
+            fig.tight_layout()
         fig.savefig(path, dpi=80)
         self.plt.close(fig)
         self.paths.append(path)
@@ -62,7 +68,8 @@ def _importance(figs: _Figures, feature_names: Sequence[str], importance: np.nda
     figs.save(fig, "feature_importance.png")
 
 
-def _confusion(figs: _Figures, matrix: np.ndarray, names: Sequence[str], title: str) -> None:
+def _confusion(figs: _Figures, matrix: np.ndarray, names: Sequence[str], title: str,
+               fixed_margins: bool = False) -> None:
     size = max(3.5, 0.6 * len(names) + 2)
     fig, ax = figs.new(size, size)
     ax.imshow(matrix, cmap="Blues")
@@ -71,7 +78,11 @@ def _confusion(figs: _Figures, matrix: np.ndarray, names: Sequence[str], title: 
     ticks = list(range(len(names)))
     ax.set(xticks=ticks, yticks=ticks, xticklabels=names, yticklabels=names,
            xlabel="predicted", ylabel="actual", title=title)
-    figs.save(fig, "confusion_matrix.png")
+    if max(map(len, names)) > 3:  # long class names would run into each other and off the edge
+        ax.tick_params(axis="x", labelrotation=30)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+    figs.save(fig, "confusion_matrix.png", fixed_margins)
 
 
 def binary_plots(folder: Path, y: np.ndarray, probability: np.ndarray, threshold: float,
@@ -93,7 +104,7 @@ def binary_plots(folder: Path, y: np.ndarray, probability: np.ndarray, threshold
     ax.plot([0, 1], [0, 1], "--", color="grey")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
     ax.legend(loc="lower right")
-    figs.save(fig, "roc_curve.png")
+    figs.save(fig, "roc_curve.png", fixed_margins=True)
 
     precision, recall, _ = precision_recall_curve(y, probability)
     fig, ax = figs.new()
@@ -101,17 +112,17 @@ def binary_plots(folder: Path, y: np.ndarray, probability: np.ndarray, threshold
     ax.axhline(y.mean(), ls="--", color="grey")
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall")
     ax.legend(loc="upper right")
-    figs.save(fig, "pr_curve.png")
+    figs.save(fig, "pr_curve.png", fixed_margins=True)
 
     matrix = confusion_matrix(y, (probability >= threshold).astype(int), labels=[0, 1])
-    _confusion(figs, matrix, ["0", "1"], f"Confusion @ {threshold:.2f}")
+    _confusion(figs, matrix, ["0", "1"], f"Confusion @ {threshold:.2f}", fixed_margins=True)
 
     observed, predicted = calibration_curve(y, probability, n_bins=10, strategy="quantile")
     fig, ax = figs.new()
     ax.plot(predicted, observed, marker="o")
     ax.plot([0, 1], [0, 1], "--", color="grey")
     ax.set(xlabel="mean predicted probability", ylabel="observed rate", title="Calibration")
-    figs.save(fig, "calibration.png")
+    figs.save(fig, "calibration.png", fixed_margins=True)
     _importance(figs, feature_names, importance)
     return figs.paths
 
