@@ -596,10 +596,18 @@ def _n_jobs(cfg: Config) -> int:
     return max(1, cores if cfg.training.n_jobs < 0 else cfg.training.n_jobs)
 
 
+WORKER_IDLE_SECONDS = 300  # joblib's own default for its loky workers
+
+
 def _local_executor(cfg: Config) -> Executor:
+    """The local worker processes, kept for `WORKER_IDLE_SECONDS` after their last task
+    (loky's default is 10 s): a training that follows within minutes in the same process
+    (the demo's retraining, a monitor that retrains, a notebook) finds them with their
+    libraries imported, instead of paying a second or two of imports before its first
+    trial."""
     from joblib.externals.loky import get_reusable_executor
 
-    return get_reusable_executor(max_workers=_n_jobs(cfg))
+    return get_reusable_executor(max_workers=_n_jobs(cfg), timeout=WORKER_IDLE_SECONDS)
 
 
 def _import_fitting_libraries() -> None:
