@@ -13,14 +13,10 @@ from collections.abc import Callable
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
-    average_precision_score,
-    brier_score_loss,
     f1_score,
     log_loss,
     mean_absolute_error,
     mean_absolute_percentage_error,
-    precision_recall_curve,
-    precision_recall_fscore_support,
     r2_score,
     roc_auc_score,
     root_mean_squared_error,
@@ -30,34 +26,66 @@ EPS = 1e-7
 Sampler = Callable[[np.ndarray], np.ndarray]  # bootstrap counts (B x n) -> metric per resample
 
 
+def _binary_curve(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, ...]:
+    """True and false positives counted down to each distinct score, highest score first,
+    and those scores: scikit-learn's `_binary_clf_curve`, from which its ROC and
+    precision-recall curves are made."""
+    order = np.argsort(score, kind="stable")[::-1]
+    ranked, hits = score[order], (y[order] == 1).astype(np.float64)
+    ends = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]
+    tps = np.cumsum(hits)[ends]
+    return tps, 1 + ends - tps, ranked[ends]
+
+
+def _precision_recall(tps: np.ndarray, fps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    precision = tps / (tps + fps)
+    recall = tps / tps[-1] if tps[-1] else np.ones_like(tps)  # no positives: as sklearn
+    return precision, recall
+
+
 def choose_threshold(y: np.ndarray, probability: np.ndarray) -> float:
-    """The probability cut that maximises F1 on the given (validation) data."""
-    precision, recall, thresholds = precision_recall_curve(y, probability)
+    """The probability cut that maximises F1 on the given (validation) data: the lowest of
+    equally good cuts, as scikit-learn's precision-recall curve ranks them."""
+    if not len(y):
+        return 0.5
+    tps, fps, cuts = _binary_curve(np.asarray(y), np.asarray(probability, dtype=np.float64))
+    precision, recall = _precision_recall(tps, fps)
     f1 = 2 * precision * recall / np.clip(precision + recall, 1e-12, None)
-    best = int(np.nanargmax(f1[:-1])) if len(thresholds) else 0
-    return float(thresholds[best]) if len(thresholds) else 0.5
+    return float(cuts[len(f1) - 1 - int(np.nanargmax(f1[::-1]))])
 
 
 def classification_metrics(
     y: np.ndarray, probability: np.ndarray, threshold: float
 ) -> dict[str, float]:
-    """Binary metrics: ranking, calibration, and the labels at the chosen threshold."""
-    predicted = (probability >= threshold).astype(int)
-    clipped = np.clip(probability, EPS, 1 - EPS)
-    both = len(np.unique(y)) == 2  # a window may hold one class only: no ranking metric then
-    # one pass for the three label metrics (every trial of a search scores these)
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y, predicted, average="binary", pos_label=1, zero_division=0)
-    return {
-        "roc_auc": float(roc_auc_score(y, probability)) if both else float("nan"),
-        "pr_auc": float(average_precision_score(y, probability)) if both else float("nan"),
-        "log_loss": float(log_loss(y, clipped, labels=[0, 1])),
-        "brier": float(brier_score_loss(y, probability, pos_label=1)),
-        "f1": float(f1),
-        "precision": float(precision),
-        "recall": float(recall),
+    """Binary metrics: ranking, calibration, and the labels at the chosen threshold.
+
+    Computed from one sort of the scores, with scikit-learn's definitions (the same values,
+    tested against it): its metric functions check their inputs on every call, which cost
+    more than the metrics themselves (14 ms of every trial of a search on 12k rows)."""
+    y = np.asarray(y)
+    p = np.asarray(probability, dtype=np.float64)
+    positive = y == 1
+    predicted = p >= threshold
+    tp = int(np.count_nonzero(predicted & positive))
+    fp = int(np.count_nonzero(predicted)) - tp
+    fn = int(np.count_nonzero(positive)) - tp
+    clipped = np.clip(p, EPS, 1 - EPS)
+    metrics = {
+        "roc_auc": float("nan"), "pr_auc": float("nan"),  # one class only: no ranking
+        "log_loss": float(-np.mean(np.where(positive, np.log(clipped), np.log(1 - clipped)))),
+        "brier": float(np.mean((p - positive) ** 2)),
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
+        "precision": tp / (tp + fp) if tp else 0.0,
+        "recall": tp / (tp + fn) if tp else 0.0,
         "threshold": float(threshold),
     }
+    if 0 < np.count_nonzero(positive) < len(y):
+        tps, fps, _ = _binary_curve(y, p)
+        fpr, tpr = np.r_[0.0, fps / fps[-1]], np.r_[0.0, tps / tps[-1]]
+        metrics["roc_auc"] = float(np.trapezoid(tpr, fpr))
+        precision, recall = _precision_recall(tps, fps)
+        metrics["pr_auc"] = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return metrics
 
 
 def multiclass_metrics(y: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:

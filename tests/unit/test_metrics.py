@@ -72,3 +72,57 @@ def test_threshold_maximises_f1():
     f1 = classification_metrics(y, p, best)["f1"]
     for other in (0.2, 0.5, 0.8):
         assert f1 >= classification_metrics(y, p, other)["f1"] - 1e-9
+
+
+def _sklearn_binary(y, p, threshold):
+    from sklearn.metrics import (
+        average_precision_score,
+        brier_score_loss,
+        log_loss,
+        precision_recall_curve,
+        precision_recall_fscore_support,
+    )
+
+    both = len(np.unique(y)) == 2
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y, (p >= threshold).astype(int), average="binary", pos_label=1, zero_division=0)
+    curve_p, curve_r, cuts = precision_recall_curve(y, p)
+    curve_f1 = 2 * curve_p * curve_r / np.clip(curve_p + curve_r, 1e-12, None)
+    return {
+        "roc_auc": roc_auc_score(y, p) if both else np.nan,
+        "pr_auc": average_precision_score(y, p) if both else np.nan,
+        "log_loss": log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1]),
+        "brier": brier_score_loss(y, p, pos_label=1),
+        "f1": f1, "precision": precision, "recall": recall, "threshold": threshold,
+    }, float(cuts[int(np.nanargmax(curve_f1[:-1]))])
+
+
+@pytest.mark.parametrize("case", ["smooth", "ties", "rounded to 0.1", "rare positives",
+                                  "one class", "constant scores", "perfect"])
+def test_binary_metrics_and_threshold_are_scikit_learns(case):
+    """One sort of the scores gives every metric scikit-learn's functions give, ties,
+    imbalance and one-class windows included, and the threshold its curve would pick."""
+    import warnings
+
+    rng = np.random.default_rng(len(case))
+    y, p = scores(3000, seed=len(case))
+    if case == "ties":
+        p = np.round(p, 2)
+    elif case == "rounded to 0.1":
+        p = np.round(p, 1)
+    elif case == "rare positives":
+        y = (rng.random(3000) < 0.02).astype(int)
+    elif case == "one class":
+        y = np.zeros(3000, dtype=int)
+    elif case == "constant scores":
+        p = np.full(3000, 0.3)
+    elif case == "perfect":
+        p = y * 0.9 + 0.05
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn warns on one class
+        expected, expected_threshold = _sklearn_binary(y, p, 0.4)
+    got = classification_metrics(y, p, 0.4)
+    assert got.keys() == expected.keys()
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-12, atol=1e-15, err_msg=name)
+    assert choose_threshold(y, p) == expected_threshold
