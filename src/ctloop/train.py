@@ -369,18 +369,14 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
         total = search.max_trials
         if on_progress:
             on_progress(0, total, None)
-        early_refit: dict[str, Future] = {}  # trial name -> its refit, started early
-
-        def refit_while_idle() -> None:
-            """The search's last trial is running and a worker is free: refit the best so far
-            there now; if the last trial does not beat it, that refit is the one logged.
-            Cross-validated trials were fitted on every row already: nothing to refit."""
-            if not folds and result.trials:
-                best = finished[_ranked(result.trials, key, metric)[0].name]
-                early_refit[best.trial.name] = _submit_refit(pool, best, encoder, workdir)
+        best_models = _BestModels(run, pool, workdir, encoder, finished, _BestModels.Rows(
+            y_fitted if folds else splits.validation.y, rows_fitted,
+            rows_fitted if folds else rows["train"]), example, training.plots,
+            training.logged_models, ensemble_to_come=bool(folds and training.ensemble))
 
         for outcome in _run_search(search, pool, metric, training.time_budget, result,
-                                   on_idle=refit_while_idle):
+                                   on_idle=lambda running: best_models.while_last_trials_run(
+                                       _ranked(result.trials, key, metric), running)):
             record = outcome.record
             run_id = run.log_trial(record, tags)
             trial = TrialResult(record.name, record.family, run_id, dict(record.metrics),
@@ -407,13 +403,8 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
         inputs.result()  # its error, if any, fails the run here
         if folds:
             run.log_out_of_fold(y_fitted, finished[result.best.name].scores)
-        result.trials[:training.logged_models] = _log_models(
-            run, result.trials[:training.logged_models], finished, pool, workdir, encoder, task,
-            y_fitted if folds else splits.validation.y, example, training.plots,
-            rows_fitted, rows_fitted if folds else rows["train"], early_refit)
-        for spare in early_refit.values():  # unused if the last trial won: end it before its folder
-            if not spare.cancel():
-                wait([spare])
+        result.trials[:training.logged_models] = best_models.log(
+            result.trials[:training.logged_models])
         result.phases["log_best_models"] = round(time.perf_counter() - logging_started, 2)
         run.mark_best(result.best.run_id, metric, result.best.metrics[metric])
         run.log_search(result.stopped_by, result.searched, result.search_seconds)
@@ -423,15 +414,15 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
 
 def _run_search(search: Search, pool: _Pool, metric: str, budget: float | None,
                 result: TrainResult,
-                on_idle: Callable[[], None] | None = None) -> Iterator[_Finished]:
+                on_idle: Callable[[int], None] | None = None) -> Iterator[_Finished]:
     """Keep every worker busy with the search's next trial until the trials or the time run
     out (`result.stopped_by` says which); yield trials as they finish. One trial more than
     there are workers is submitted, so a worker that finishes starts the next at once
     instead of waiting for this process to hear of it and ask the search (30 ms a trial).
     Trials already running when the budget runs out are finished, not thrown away; one
-    still waiting then is not run. `on_idle` is called once, when the search has stopped, a
-    worker is free and a trial still runs (after the trials that finished so far were
-    yielded)."""
+    still waiting then is not run. `on_idle(running)` is called once, when the search has
+    stopped, a worker is free and `running` trials still run (after the trials that finished
+    so far were yielded)."""
     started = time.perf_counter()
     deadline = time.time() + budget if budget is not None else None
     running: dict[Future, Trial] = {}
@@ -465,7 +456,7 @@ def _run_search(search: Search, pool: _Pool, metric: str, budget: float | None,
         start_trials()  # keep the workers busy while the parent logs these
         yield from outcomes
         if on_idle is not None and stopping and 0 < len(running) < pool.workers:
-            on_idle()
+            on_idle(len(running))
             on_idle = None
 
 
@@ -526,46 +517,90 @@ def _ensemble(ranked: list[TrialResult], finished: dict[str, _Finished], task: T
     return _Finished(trial, record, fitted_task, scores, importance, model)
 
 
-def _log_models(run: tracking.TrainingRun, best: list[TrialResult],
-                finished: dict[str, _Finished], pool: _Pool, workdir: str,
-                encoder: FeatureEncoder, task: Task, y_val: np.ndarray, example: Any,
-                plots: bool, fitted_rows: int, train_rows: int,
-                early_refits: dict[str, Future]) -> list[TrialResult]:
-    """Plots (of the validation scores; rendered in the workers, side by side) and the
-    pyfunc models of the best trials, the very best refitted on training + validation rows
-    first: it is the one `ctloop select` gates. Refitting the others too would cost a fit
-    each for models that are only kept for comparison. Cross-validated trials were fitted
-    on all those rows already (`train_rows == fitted_rows`). `early_refits`: refits started
-    while the search's last trial ran (trial name -> a future of the refit's model folder)."""
-    model_dirs = {t.name: Path(workdir) / t.name / tracking.MODEL_DATA_DIR for t in best}
-    refit = None
-    if train_rows < fitted_rows:
-        refit = early_refits.get(best[0].name) or _submit_refit(
-            pool, finished[best[0].name], encoder, workdir)
-    rendering = {}
-    if plots:
-        names = list(encoder.feature_names)
+class _BestModels:
+    """The pyfunc models and plots of the best `keep` trials, the very best refitted on
+    training + validation rows first: it is the one `ctloop select` gates. Refitting the
+    others too would cost a fit each for models that are only kept for comparison.
+    Cross-validated trials were fitted on all those rows already (`train_rows ==
+    fitted_rows`). Plots (of the validation scores) render in the workers.
+
+    What is certain before the search ends is started while its last trials run, on the
+    worker they leave free and in this process, which then only waits: the refit of the
+    best so far, the plots of the trials sure to stay among the best `keep`, and the models
+    of those among them sure not to be the best (the best so far stays ahead of them)."""
+
+    @dataclass(frozen=True)
+    class Rows:
+        y_val: np.ndarray  # the labels the plots show the scores against
+        fitted_rows: int  # what the best model is fitted on (training + validation rows)
+        train_rows: int  # what the others are fitted on
+
+    def __init__(self, run: tracking.TrainingRun, pool: _Pool, workdir: str,
+                 encoder: FeatureEncoder, finished: dict[str, _Finished], rows: Rows,
+                 example: Any, plots: bool, keep: int, ensemble_to_come: bool) -> None:
+        self._run, self._pool, self._workdir, self._encoder = run, pool, workdir, encoder
+        self._finished, self._rows, self._example = finished, rows, example
+        self._plots, self._keep, self._ensemble_to_come = plots, keep, ensemble_to_come
+        self._refits: dict[str, Future] = {}  # trial name -> the folder of its refit model
+        self._rendering: dict[str, Future] = {}  # trial name -> its plot folder
+        self._uris: dict[str, str] = {}  # trial name -> its logged model
+
+    def while_last_trials_run(self, ranked: list[TrialResult], running: int) -> None:
+        """The search has stopped and `running` trials still run: each of them, and the
+        ensemble of the trials if one is to come, can still push one trial down."""
+        if not ranked:
+            return
+        if self._rows.train_rows < self._rows.fitted_rows:  # if still the best, it is logged
+            self._refits[ranked[0].name] = self._submit_refit(ranked[0].name)
+        certain = ranked[:max(0, self._keep - running - self._ensemble_to_come)]
+        for trial in certain:
+            self._render(trial.name)
+        for trial in certain[1:]:
+            self._log(trial, refitted=None)
+
+    def log(self, best: list[TrialResult]) -> list[TrialResult]:
+        """Log what is left for the final best trials; they come back with their model URI."""
+        refit = None
+        if self._rows.train_rows < self._rows.fitted_rows:
+            refit = self._refits.get(best[0].name) or self._submit_refit(best[0].name)
         for trial in best:
-            outcome = finished[trial.name]
-            folder = str(Path(pool.local_data) / trial.name / "plots")
-            rendering[trial.name] = pool.submit_local(
-                _render_plots, outcome.task, folder, y_val, outcome.scores, names,
-                outcome.importance)
-    uris = {}
-    for trial in [*best[1:], best[0]]:  # the others are logged while the best is refitted
-        if trial is best[0] and refit is not None:
-            model_dirs[trial.name] = Path(refit.result())
+            self._render(trial.name)
+        for trial in [*best[1:], best[0]]:  # the others are logged while the best is refitted
+            if trial.name not in self._uris:
+                self._log(trial, refitted=refit if trial is best[0] else None)
+        for trial in best:  # rendered while the models were logged
+            if trial.name in self._rendering:
+                self._run.log_trial_plots(trial.run_id,
+                                          Path(self._rendering[trial.name].result()))
+        for spare in self._refits.values():  # unused if a later trial won: end it first
+            if not spare.cancel():
+                wait([spare])
+        return [dataclasses.replace(trial, model_uri=self._uris[trial.name]) for trial in best]
+
+    def _submit_refit(self, name: str) -> Future:
+        return _submit_refit(self._pool, self._finished[name], self._encoder, self._workdir)
+
+    def _render(self, name: str) -> None:
+        if not self._plots or name in self._rendering:
+            return
+        outcome = self._finished[name]
+        folder = str(Path(self._pool.local_data) / name / "plots")
+        self._rendering[name] = self._pool.submit_local(
+            _render_plots, outcome.task, folder, self._rows.y_val, outcome.scores,
+            list(self._encoder.feature_names), outcome.importance)
+
+    def _log(self, trial: TrialResult, refitted: Future | None) -> None:
+        if refitted is not None:
+            model_dir, rows = Path(refitted.result()), self._rows.fitted_rows
         else:
-            model = finished[trial.name].model
+            model = self._finished[trial.name].model
             assert model is not None, f"{trial.name}: its model was let go of"
-            model.save(model_dirs[trial.name])
-        uris[trial.name] = run.log_trial_model(
-            trial.run_id, model_dirs[trial.name], encoder, task, example,
-            fitted_rows if trial is best[0] else train_rows)
-    for trial in best:  # rendered while the models were logged
-        if trial.name in rendering:
-            run.log_trial_plots(trial.run_id, Path(rendering[trial.name].result()))
-    return [dataclasses.replace(trial, model_uri=uris[trial.name]) for trial in best]
+            model_dir = Path(self._workdir) / trial.name / tracking.MODEL_DATA_DIR
+            model.save(model_dir)
+            rows = self._rows.train_rows
+        self._uris[trial.name] = self._run.log_trial_model(
+            trial.run_id, model_dir, self._encoder, self._finished[trial.name].task,
+            self._example, rows)
 
 
 def column_tags(dataset: Dataset) -> dict[str, str]:

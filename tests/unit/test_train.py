@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import numpy as np
+import pytest
 
 from ctloop import tracking
 from ctloop.candidates import Trial
 from ctloop.tasks.binary import BinaryTask
-from ctloop.train import TrialResult, _binned, _Finished, _forget_models
+from ctloop.train import TrialResult, _binned, _Finished, _forget_models, _ranked
 
 
 def _finished(name: str, auc: float) -> tuple[TrialResult, _Finished]:
@@ -62,13 +64,14 @@ def test_the_idle_worker_is_offered_once_while_the_last_trial_runs():
     search = Search({"linear": CandidateConfig(trials=6, search={"C": {"low": 0.1, "high": 10}})},
                     seed=0, max_trials=6, minimize=False, lag=4)
     seen: list[str] = []
-    offers: list[list[str]] = []
+    offers: list[tuple[list[str], int]] = []
     result = TrainResult("", "x", "roc_auc")
     for outcome in _run_search(search, _OneSlowTrialPool(last=5), "roc_auc", None, result,
-                               on_idle=lambda: offers.append(list(seen))):
+                               on_idle=lambda running: offers.append((list(seen), running))):
         seen.append(outcome.record.name)
     assert len(seen) == 6 and result.stopped_by == "trials"
-    assert len(offers) == 1 and len(offers[0]) == 5 and "linear-05" not in offers[0]
+    assert len(offers) == 1 and offers[0][1] == 1  # one trial still runs: the last
+    assert len(offers[0][0]) == 5 and "linear-05" not in offers[0][0]
 
 
 class _QueueingPool:
@@ -169,3 +172,79 @@ def test_a_trial_fits_and_scores_on_one_thread_and_leaves_the_pools_as_they_were
         train._run_trial(Trial(0, "linear", {}, 0), None, "", None, None)
     assert len(seen) == 2 and all(set(s.values()) == {1} for s in seen)
     assert {p["filepath"]: p["num_threads"] for p in threadpool_info()} == before
+
+
+class _SavedModel:
+    def save(self, folder):
+        folder.mkdir(parents=True)
+
+
+class _RecordingRun:
+    def __init__(self) -> None:
+        self.models: list[tuple[str, int]] = []  # (trial run id, rows its model was fitted on)
+        self.plots: list[str] = []
+
+    def log_trial_model(self, run_id, model_dir, encoder, task, example, rows) -> str:
+        self.models.append((run_id, rows))
+        return f"runs:/{run_id}/model"
+
+    def log_trial_plots(self, run_id, folder) -> None:
+        self.plots.append(run_id)
+
+
+class _LocalPool:
+    """Runs local work at once and remembers it: refits and plot renders."""
+
+    def __init__(self, folder) -> None:
+        self.local_data, self.done = str(folder), []
+
+    def submit_local(self, fn, *args):
+        from concurrent.futures import Future
+
+        self.done.append((fn.__name__, args[0].name if fn.__name__ == "_refit" else args[1]))
+        future: Future = Future()
+        future.set_result(args[-1] if fn.__name__ == "_refit" else args[1])
+        return future
+
+
+@pytest.mark.parametrize("ensemble_to_come", [False, True])
+def test_what_is_certain_is_logged_while_the_last_trial_runs_and_only_the_best_carry_a_model(
+        tmp_path, ensemble_to_come):
+    """Three models are logged; one trial still runs. The best two so far are sure to stay
+    among the best three (their plots render now), and the second is sure not to be the
+    best (its model is logged now). The last trial then wins: it is refitted and logged,
+    the former best is logged unrefitted, and nothing is logged twice or for the fourth.
+    With an ensemble still to come, only the best so far is sure to stay: nothing is
+    logged early."""
+    from ctloop.train import _BestModels
+
+    trials, finished = [], {}
+    for number, (name, auc) in enumerate([("a", 0.80), ("b", 0.75), ("c", 0.70),
+                                          ("d", 0.85)]):
+        trial, outcome = _finished(name, auc)
+        trials.append(TrialResult(name, "linear", f"run-{name}", trial.metrics))
+        finished[name] = dataclasses.replace(outcome, trial=Trial(number, "linear", {}, 0),
+                                             model=_SavedModel())
+    run, pool = _RecordingRun(), _LocalPool(tmp_path)
+    best = _BestModels(run, pool, str(tmp_path), _Encoder(), finished, _BestModels.Rows(
+        np.zeros(1), fitted_rows=1000, train_rows=800), example=None, plots=True, keep=3,
+        ensemble_to_come=ensemble_to_come)
+    key = BinaryTask("Yes", "No").sort_key("roc_auc")
+    best.while_last_trials_run(_ranked(trials[:3], key, "roc_auc"), running=1)
+    early_plots = [what for kind, what in pool.done if kind == "_render_plots"]
+    if ensemble_to_come:
+        assert run.models == [] and len(early_plots) == 1
+    else:
+        assert run.models == [("run-b", 800)] and len(early_plots) == 2
+    assert [what for kind, what in pool.done if kind == "_refit"] == ["linear-00"]
+    logged = best.log(_ranked(trials, key, "roc_auc")[:3])
+    assert [t.name for t in logged] == ["d", "a", "b"] and all(t.model_uri for t in logged)
+    assert sorted(run.models) == [("run-a", 800), ("run-b", 800), ("run-d", 1000)]
+    # "a" was refitted while it led; "d" (trial 3) won, so its refit is the one logged
+    assert [what for kind, what in pool.done if kind == "_refit"] == ["linear-00", "linear-03"]
+    assert sorted(run.plots) == ["run-a", "run-b", "run-d"]
+    assert len([kind for kind, _ in pool.done if kind == "_render_plots"]) == 3
+
+
+class _Encoder:
+    feature_names = ("x",)
