@@ -5,9 +5,10 @@ The heavy work of a trial (fit with early stopping, score) runs in a worker proc
 parent asks the search (`ctloop.search`) for the next trial whenever a worker is free and
 writes each finished trial's child run (params and metrics, one batch) while the others fit.
 A trial's fitted model comes back in memory and is kept only while it ranks among the best
-`training.logged_models`; those alone are saved, plotted and logged as pyfunc models, at the
-end: saving a scikit-learn model (skops) costs more than fitting a small one, and logging
-one more still, and a trial that cannot be chosen needs neither.
+`training.logged_models`; those alone are saved, plotted and logged as pyfunc models, while
+the search's last trials run where the outcome is already certain, the rest at the end
+(`_BestModels`): saving a scikit-learn model (skops) costs more than fitting a small one,
+and logging one more still, and a trial that cannot be chosen needs neither.
 
 On small tables without a time column a trial is ranked by k-fold cross-validation over the
 training + validation rows (`training.cv_folds`): a 15% validation split of a few hundred
