@@ -56,18 +56,24 @@ def _wrapper_scores(family: str, kind: str, params: dict, X, y, validation) -> n
     return fitted.booster_.predict(X_val)
 
 
-@pytest.mark.parametrize("family", ["xgboost", "lightgbm"])
-@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
-def test_boosters_fit_the_same_model_on_rows_binned_by_an_earlier_trial(family, kind):
-    """Trials reuse the rows an earlier trial binned (another max_bin bins them again); the
-    models are the very ones the libraries' scikit-learn wrappers fit."""
+def _binned_table(kind: str):
+    """A table of the task, its training rows (after the first 500, which are its
+    validation rows), and those rows binned for the trials to share."""
     X, y = _table(2000, signal=2.0)
     if kind == "multiclass":
         y = y + (X[:, 0] > 1)
     elif kind == "regression":
         y = X[:, 0] * 2.0 + np.nan_to_num(X[:, 1])
     fit_rows, validation = slice(500, None), (X[:500], y[:500])
-    binned = BinnedRows(X[fit_rows], y[fit_rows], [4], validation)
+    return X, y, fit_rows, validation, BinnedRows(X[fit_rows], y[fit_rows], [4], validation)
+
+
+@pytest.mark.parametrize("family", ["xgboost", "lightgbm"])
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
+def test_boosters_fit_the_same_model_on_rows_binned_by_an_earlier_trial(family, kind):
+    """Trials reuse the rows an earlier trial binned (another max_bin bins them again); the
+    models are the very ones the libraries' scikit-learn wrappers fit."""
+    X, y, fit_rows, validation, binned = _binned_table(kind)
     for params in ({"learning_rate": 0.3}, {"learning_rate": 0.1, "max_bin": 31},
                    {"learning_rate": 0.1, "subsample": 0.8}):
         fitted = fit_estimator(Trial(0, family, params, 1), kind, X[fit_rows], y[fit_rows],
@@ -88,13 +94,7 @@ def test_histogram_boosting_fits_the_same_model_on_rows_binned_by_an_earlier_tri
     it pickles as a plain estimator."""
     import pickle
 
-    X, y = _table(2000, signal=2.0)
-    if kind == "multiclass":
-        y = y + (X[:, 0] > 1)
-    elif kind == "regression":
-        y = X[:, 0] * 2.0 + np.nan_to_num(X[:, 1])
-    fit_rows, validation = slice(500, None), (X[:500], y[:500])
-    binned = BinnedRows(X[fit_rows], y[fit_rows], [4], validation)
+    X, y, fit_rows, validation, binned = _binned_table(kind)
     trials = [{"learning_rate": 0.3}, {"learning_rate": 0.1, "max_leaf_nodes": 8},
               {"learning_rate": 0.1, "max_bins": 31}, {"learning_rate": 0.3}]
     if kind != "regression":
