@@ -165,7 +165,6 @@ class BinnedRows:
             self._lightgbm = (binning, train, validation)
         return self._lightgbm[1], self._lightgbm[2]
 
-
     def hgb_bin_data(self, estimator: Any) -> Callable[..., np.ndarray]:
         """A stand-in for HistGradientBoosting's `_bin_data` during one fit of these rows:
         the bins (and the fitted bin mapper) of the first fit with the same bin settings

@@ -638,9 +638,8 @@ WORKER_IDLE_SECONDS = 300  # joblib's own default for its loky workers
 def _local_executor(cfg: Config) -> Executor:
     """The local worker processes, kept for `WORKER_IDLE_SECONDS` after their last task
     (loky's default is 10 s): a training that follows within minutes in the same process
-    (the demo's retraining, a monitor that retrains, a notebook) finds them with their
-    libraries imported, instead of paying a second or two of imports before its first
-    trial."""
+    (`ctloop.loop.train` from Python or a notebook) finds them with their libraries
+    imported, instead of paying a second or two of imports before its first trial."""
     from joblib.externals.loky import get_reusable_executor
 
     return get_reusable_executor(max_workers=_n_jobs(cfg), timeout=WORKER_IDLE_SECONDS)
