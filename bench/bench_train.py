@@ -205,9 +205,7 @@ def main() -> None:
         print(f"training in a fresh process each ({fresh['config']}): ratio {fresh['ratio']} "
               f"(median of {fresh['ratios']}); walls {fresh['walls_s']} s vs bare "
               f"{fresh['fit_sums_s']} s; peak RSS {fresh['peak_rss_mb']} MB")
-        out = RESULTS / "train.json"
-        previous = json.loads(out.read_text()) if out.exists() else {}
-        out.write_text(json.dumps({**previous, "training_fresh_process": fresh}, indent=1))
+        _save(training_fresh_process=fresh)
         return
     with tempfile.TemporaryDirectory(prefix="ctloop-bench-train-") as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
@@ -229,11 +227,15 @@ def main() -> None:
               f"sequential {train['sequential_fit_sum_s']} s -> ratio {train['ratio']} "
               f"(median of {train['ratios']}); phases {train['phases']}; peak RSS "
               f"{train['peak_rss_mb']} MB")
+    _save(**{key: value for key, value in (("latency", lat), ("training", train)) if value})
+
+
+def _save(**figures: dict) -> None:
+    """Into results/train.json, keeping the figures of the parts not run this time."""
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "train.json"
     previous = json.loads(out.read_text()) if out.exists() else {}
-    out.write_text(json.dumps({**previous, "latency": lat or previous.get("latency"),
-                               "training": train or previous.get("training")}, indent=1))
+    out.write_text(json.dumps({**previous, **figures}, indent=1))
 
 
 if __name__ == "__main__":

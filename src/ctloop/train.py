@@ -267,14 +267,6 @@ def _fold_ids(task: Task, y: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return ids
 
 
-def _submit_refit(pool: _Pool, chosen: _Finished, encoder: FeatureEncoder,
-                  workdir: str) -> Future:
-    """`_refit` of a trial in a local worker; its model lands in a folder of its own."""
-    trial = refit_trial(chosen.trial, chosen.record.params.get("n_rounds"))
-    folder = Path(workdir) / "refit" / chosen.trial.name / tracking.MODEL_DATA_DIR
-    return pool.submit_local(_refit, trial, encoder, pool.local_data, chosen.task, str(folder))
-
-
 def _refit(trial: Trial, encoder: FeatureEncoder, data: str, task: Task,
            model_dir: str) -> str:
     """Fit a chosen trial again on the training and validation rows together (its rounds as
@@ -551,7 +543,7 @@ class _BestModels:
         ensemble of the trials if one is to come, can still push one trial down."""
         if not ranked:
             return
-        if self._rows.train_rows < self._rows.fitted_rows:  # if still the best, it is logged
+        if self._refits_best:  # if it is still the best at the end, this refit is logged
             self._refits[ranked[0].name] = self._submit_refit(ranked[0].name)
         certain = ranked[:max(0, self._keep - running - self._ensemble_to_come)]
         for trial in certain:
@@ -562,7 +554,7 @@ class _BestModels:
     def log(self, best: list[TrialResult]) -> list[TrialResult]:
         """Log what is left for the final best trials; they come back with their model URI."""
         refit = None
-        if self._rows.train_rows < self._rows.fitted_rows:
+        if self._refits_best:
             refit = self._refits.get(best[0].name) or self._submit_refit(best[0].name)
         for trial in best:
             self._render(trial.name)
@@ -578,8 +570,19 @@ class _BestModels:
                 wait([spare])
         return [dataclasses.replace(trial, model_uri=self._uris[trial.name]) for trial in best]
 
+    @property
+    def _refits_best(self) -> bool:
+        """Whether the best is refitted: trials ranked on the validation split were fitted
+        on the training rows only (cross-validated ones on all of them already)."""
+        return self._rows.train_rows < self._rows.fitted_rows
+
     def _submit_refit(self, name: str) -> Future:
-        return _submit_refit(self._pool, self._finished[name], self._encoder, self._workdir)
+        """`_refit` of a trial in a local worker; its model lands in a folder of its own."""
+        chosen = self._finished[name]
+        trial = refit_trial(chosen.trial, chosen.record.params.get("n_rounds"))
+        folder = Path(self._workdir) / "refit" / name / tracking.MODEL_DATA_DIR
+        return self._pool.submit_local(_refit, trial, self._encoder, self._pool.local_data,
+                                       chosen.task, str(folder))
 
     def _render(self, name: str) -> None:
         if not self._plots or name in self._rendering:
