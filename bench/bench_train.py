@@ -185,6 +185,8 @@ def fresh_training(repeats: int, config: Path) -> dict:
             "ratio": round(statistics.median(r["ratio"] for r in runs), 3),
             "ratios": [r["ratio"] for r in runs], "walls_s": [r["wall_s"] for r in runs],
             "fit_sums_s": [r["sequential_fit_sum_s"] for r in runs],
+            "fit_sums_in_run_s": [r["fit_sum_in_run_s"] for r in runs],
+            "phases_each": [r["phases"] for r in runs],
             "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
 
 
