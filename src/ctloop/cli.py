@@ -128,7 +128,7 @@ def train(config: ConfigOption = DEFAULT_CONFIG_PATH, start: StartOption = None,
     """Train all candidates; one parent run per invocation, a child run per trial."""
     cfg = _load(config, start, end)
     progress, update = _trial_progress()
-    with progress:
+    with loop.training_workers(cfg), progress:  # the workers first: the bar runs a thread
         result = loop.train(cfg, on_progress=update)
     _render_ranking(result)
 
@@ -174,7 +174,7 @@ def run(config: ConfigOption = DEFAULT_CONFIG_PATH, start: StartOption = None,
     """Train then select (the MLproject `main` entry point)."""
     cfg = _load(config, start, end)
     progress, update = _trial_progress()
-    with progress:
+    with loop.training_workers(cfg), progress:
         result = loop.train(cfg, on_progress=update, extra_tags={"ctloop.trigger": trigger})
     _render_ranking(result)
     decision = loop.select(cfg, result.run_id, trigger=trigger)

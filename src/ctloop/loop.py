@@ -20,6 +20,12 @@ def train(cfg: Config, on_progress=None, extra_tags: dict[str, str] | None = Non
     return train_stage.train(cfg, on_progress=on_progress, extra_tags=extra_tags)
 
 
+def training_workers(cfg: Config):
+    """The worker processes for `cfg`'s trainings, for a caller to open before it starts a
+    thread (they are forked only from a process with one thread; see `ctloop.workers`)."""
+    return train_stage.local_workers(cfg)
+
+
 def select(cfg: Config, run_id: str | None = None, trigger: str = "manual"):
     """Gate the best trial of the given (or latest) training run; returns the Decision."""
     tracking.configure()

@@ -34,9 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
-from ctloop import ensemble, plots, tracking
+from ctloop import ensemble, plots, tracking, workers
 from ctloop.candidates import (
     BOOSTED,
     BinnedRows,
@@ -143,19 +142,6 @@ def _binned(data: str | tuple, rows: Any, X: np.ndarray, y: np.ndarray, cats: li
     return _BINNED[run, rows][1]
 
 
-_THREADPOOLS: list[ThreadpoolController] = []
-
-
-def _one_thread() -> Any:
-    """Limit this worker's thread pools (OpenMP, BLAS) to one thread, with a controller
-    made once per process: `threadpool_limits` scans every loaded library on each call
-    (5 ms a trial)."""
-    if not _THREADPOOLS:
-        _import_fitting_libraries()  # their OpenMP runtimes must be loaded to be seen
-        _THREADPOOLS.append(ThreadpoolController())
-    return _THREADPOOLS[0].limit(limits=1)
-
-
 def _run_trial(trial: Trial, encoder: FeatureEncoder, data: str | tuple, task: Task,
                deadline: float | None) -> _Finished | None:
     """Fit and score one trial (in a worker): everything but saving and the MLflow calls.
@@ -164,7 +150,7 @@ def _run_trial(trial: Trial, encoder: FeatureEncoder, data: str | tuple, task: T
     gains. None: the time budget ran out while the trial waited for a worker."""
     if deadline is not None and time.time() >= deadline:
         return None
-    with _one_thread():
+    with workers.one_thread():
         return _fit_and_score(trial, encoder, data, task, deadline)
 
 
@@ -275,7 +261,7 @@ def _refit(trial: Trial, encoder: FeatureEncoder, data: str, task: Task,
     the gate does not hold out."""
     X_train, y_train, X_val, y_val, _ = _arrays(data)
     X, y = np.concatenate([X_train, X_val]), np.concatenate([y_train, y_val])
-    with _one_thread():
+    with workers.one_thread():
         fitted = fit_estimator(trial, task.kind, X, y, encoder.categorical_indices)
     model = TabularModel(encoder, native_model(fitted, trial.family), trial.family, task,
                          fast_path=False)
@@ -294,7 +280,29 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
           extra_tags: dict[str, str] | None = None) -> TrainResult:
     """Load, split, search the families within the budget, log it all; trials best first."""
     started = time.perf_counter()
-    _warm_up_workers(cfg)
+    with local_workers(cfg) as local:
+        _warm_up(cfg, local)
+        return _train(cfg, local, started, on_progress, extra_tags)
+
+
+def local_workers(cfg: Config) -> contextlib.AbstractContextManager[Executor]:
+    """This machine's worker processes for `cfg`'s trainings (`ctloop.workers`): open them
+    around a training before starting a thread, or around several trainings to share them."""
+    return workers.local_workers(_n_jobs(cfg))
+
+
+def _warm_up(cfg: Config, local: Executor) -> None:
+    """Start the workers' imports (seconds each, if spawned) now, while this process loads
+    and logs the data, rather than on the search's clock; and matplotlib's, which the plots
+    of the best trials would otherwise pay after the search."""
+    workers.warm_up(local, _n_jobs(cfg))
+    if cfg.training.plots:
+        for _ in range(_n_jobs(cfg)):
+            local.submit(plots.warm_up)
+
+
+def _train(cfg: Config, local: Executor, started: float, on_progress: ProgressCallback | None,
+           extra_tags: dict[str, str] | None) -> TrainResult:
     dataset = load_dataset(cfg.data)
     splits: Splits = split_dataset(dataset, cfg.split)
     task = dataset.task
@@ -341,7 +349,7 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
         tempfile.TemporaryDirectory(prefix="ctloop-train-") as workdir,
         tracking.training_run(cfg.name, f"train-{time.strftime('%Y%m%d-%H%M%S')}", params,
                               tags) as run,
-        _worker_pool(cfg, encoder, arrays, workdir, task) as pool,
+        _worker_pool(cfg, local, encoder, arrays, workdir, task) as pool,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctloop-inputs") as logger,
     ):
         result.run_id = run.run_id
@@ -635,37 +643,6 @@ def _n_jobs(cfg: Config) -> int:
     return max(1, cores if cfg.training.n_jobs < 0 else cfg.training.n_jobs)
 
 
-WORKER_IDLE_SECONDS = 300  # joblib's own default for its loky workers
-
-
-def _local_executor(cfg: Config) -> Executor:
-    """The local worker processes, kept for `WORKER_IDLE_SECONDS` after their last task
-    (loky's default is 10 s): a training that follows within minutes in the same process
-    (`ctloop.loop.train` from Python or a notebook) finds them with their libraries
-    imported, instead of paying a second or two of imports before its first trial."""
-    from joblib.externals.loky import get_reusable_executor
-
-    return get_reusable_executor(max_workers=_n_jobs(cfg), timeout=WORKER_IDLE_SECONDS)
-
-
-def _import_fitting_libraries() -> None:
-    import lightgbm  # noqa: F401
-    import sklearn.ensemble  # noqa: F401
-    import xgboost  # noqa: F401
-
-
-def _warm_up_workers(cfg: Config) -> None:
-    """Start the local worker processes and their imports (seconds each) now, while this
-    process loads and logs the data, rather than on the search's clock; and matplotlib's,
-    which the plots of the best trials would otherwise pay after the search."""
-    executor = _local_executor(cfg)
-    for _ in range(_n_jobs(cfg)):
-        executor.submit(_import_fitting_libraries)
-    if cfg.training.plots:
-        for _ in range(_n_jobs(cfg)):
-            executor.submit(plots.warm_up)
-
-
 class _Pool:
     """Where trials run: `workers` at a time, on this machine's processes or a Dask cluster.
 
@@ -693,16 +670,15 @@ class _Pool:
 
 
 @contextlib.contextmanager
-def _worker_pool(cfg: Config, encoder: FeatureEncoder, arrays: tuple, workdir: str,
-                 task: Task) -> Iterator[_Pool]:
+def _worker_pool(cfg: Config, local: Executor, encoder: FeatureEncoder, arrays: tuple,
+                 workdir: str, task: Task) -> Iterator[_Pool]:
     """The workers for the trials.
 
-    `local`: loky worker processes on this machine (reused across runs); the encoded splits
-    are written once to the work folder and memory-mapped by each worker. `dask`: the cluster
-    at `compute.scheduler_address`; encoder and arrays are scattered to every worker once
+    `local`: this machine's worker processes (`local_workers`); the encoded splits are
+    written once to the work folder and memory-mapped by each worker. `dask`: the cluster at
+    `compute.scheduler_address`; encoder and arrays are scattered to every worker once
     instead of being pickled into each trial.
     """
-    local = _local_executor(cfg)
     for name, array in zip(_ARRAY_NAMES, arrays, strict=True):  # also for the refits
         np.save(Path(workdir) / f"{name}.npy", np.ascontiguousarray(array))
     if cfg.compute.backend == "local":

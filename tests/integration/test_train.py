@@ -205,9 +205,10 @@ def test_small_tables_rank_trials_by_cross_validation(tmp_path, mlflow_store):
         "data": {"source": "churn.csv", "target": "churn", "positive_label": "Yes"},
         "training": {"plots": False, "logged_models": 2, "ensemble": False, "candidates": {
             "xgboost": {"trials": 1}, "linear": {"trials": 1}}}})
-    done = ctloop("train", "--config", str(config), cwd=tmp_path, env_uri=mlflow_store)
+    done = ctloop("-v", "train", "--config", str(config), cwd=tmp_path, env_uri=mlflow_store)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ranked by 5-fold cross-validation" in done.stdout
+    assert re.search(r"\d+ worker processes forked from this one", done.stderr)  # not spawned
     client = mlflow.MlflowClient()
     parent = client.search_runs(
         [client.get_experiment_by_name("churn-cv").experiment_id],

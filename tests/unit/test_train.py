@@ -161,12 +161,12 @@ def test_a_trial_fits_and_scores_on_one_thread_and_leaves_the_pools_as_they_were
     numpy) must not spread onto the other worker's core, and nothing stays limited after."""
     from threadpoolctl import threadpool_info
 
-    from ctloop import train
+    from ctloop import train, workers
 
     seen: list[dict[str, int]] = []
     monkeypatch.setattr(train, "_fit_and_score", lambda *args: seen.append(
         {pool["filepath"]: pool["num_threads"] for pool in threadpool_info()}))
-    train._import_fitting_libraries()  # as every worker has
+    workers._import_fitting_libraries()  # as every worker has
     before = {pool["filepath"]: pool["num_threads"] for pool in threadpool_info()}
     for _ in range(2):  # the second trial reuses the worker's controller
         train._run_trial(Trial(0, "linear", {}, 0), None, "", None, None)
