@@ -13,6 +13,8 @@
 
 `--config bench/configs/flights_defaults.yaml`: the same table with every training default
 (40 trials or 60 s), where the fits, not the fixed costs around them, make up the wall.
+`--task multiclass` (or binary, regression, all): training on that table as a user's CSV with
+a target of that task (`bench.common.flights_task_config`), every default, instead of a config.
 `--fresh`: each repeat in a new process, as a `ctloop train` from the command line runs.
 """
 
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import median_ms, peak_rss_mb
+from bench.common import flights_task_config, median_ms, peak_rss_mb
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -196,18 +198,24 @@ def main() -> None:
     parser.add_argument("--only", choices=["latency", "training"], default=None)
     parser.add_argument("--config", type=Path, default=REPO / "configs/flights.yaml",
                         help="the config `ctloop train` runs (default: the flights demo)")
+    parser.add_argument("--task", choices=[*TASKS, "all"],
+                        help="training: the flights table with a target of this task")
     parser.add_argument("--fresh", action="store_true",
                         help="training: each repeat in a new process (cold workers)")
     parser.add_argument("--emit", type=Path, help=argparse.SUPPRESS)  # for --fresh's runs
     args = parser.parse_args()
     args.config = args.config.resolve()  # before the chdir below
     warnings.filterwarnings("ignore")
+    if args.task:
+        for task in TASKS if args.task == "all" else [args.task]:
+            config = task_config(task)
+            if args.fresh:
+                _save(**{f"training_fresh_process_{task}": _fresh(args.repeats, config)})
+            else:
+                _save(**{f"training_{task}": _in_this_process(args.repeats, config)})
+        return
     if args.fresh:
-        fresh = fresh_training(args.repeats, args.config)
-        print(f"training in a fresh process each ({fresh['config']}): ratio {fresh['ratio']} "
-              f"(median of {fresh['ratios']}); walls {fresh['walls_s']} s vs bare "
-              f"{fresh['fit_sums_s']} s; peak RSS {fresh['peak_rss_mb']} MB")
-        _save(training_fresh_process=fresh)
+        _save(training_fresh_process=_fresh(args.repeats, args.config))
         return
     with tempfile.TemporaryDirectory(prefix="ctloop-bench-train-") as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
@@ -223,13 +231,50 @@ def main() -> None:
         args.emit.write_text(json.dumps(train))
         return
     if train:
-        print(f"\ntraining ({train['config']}): {train['trials']} trials on "
-              f"{train['rows_train']:,} rows, {train['cores']} cores, stopped by "
-              f"{train['stopped_by']}: wall {train['wall_s']} s vs the same fits bare and "
-              f"sequential {train['sequential_fit_sum_s']} s -> ratio {train['ratio']} "
-              f"(median of {train['ratios']}); phases {train['phases']}; peak RSS "
-              f"{train['peak_rss_mb']} MB")
+        _print(train)
     _save(**{key: value for key, value in (("latency", lat), ("training", train)) if value})
+
+
+TASKS = ("binary", "multiclass", "regression")
+
+
+def task_config(task: str) -> Path:
+    """The flights table with a target of `task` as a user's CSV and four-line config, kept
+    under results/ (fresh processes read it by path; the CSV is built once)."""
+    import yaml
+
+    folder = RESULTS / "train-tasks"
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / f"{task}.yaml"
+    config.write_text(yaml.safe_dump(flights_task_config(task, folder, f"bench-train-{task}")))
+    return config
+
+
+def _fresh(repeats: int, config: Path) -> dict:
+    fresh = fresh_training(repeats, config)
+    print(f"training in a fresh process each ({fresh['config']}): ratio {fresh['ratio']} "
+          f"(median of {fresh['ratios']}); walls {fresh['walls_s']} s vs bare "
+          f"{fresh['fit_sums_s']} s; peak RSS {fresh['peak_rss_mb']} MB")
+    return fresh
+
+
+def _in_this_process(repeats: int, config: Path) -> dict:
+    with tempfile.TemporaryDirectory(prefix="ctloop-bench-train-") as tmp:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+        os.chdir(tmp)
+        train = training(repeats, config)
+    os.chdir(REPO)
+    _print(train)
+    return train
+
+
+def _print(train: dict) -> None:
+    print(f"\ntraining ({train['config']}): {train['trials']} trials on "
+          f"{train['rows_train']:,} rows, {train['cores']} cores, stopped by "
+          f"{train['stopped_by']}: wall {train['wall_s']} s vs the same fits bare and "
+          f"sequential {train['sequential_fit_sum_s']} s -> ratio {train['ratio']} "
+          f"(median of {train['ratios']}); phases {train['phases']}; peak RSS "
+          f"{train['peak_rss_mb']} MB")
 
 
 def _save(**figures: dict) -> None:
