@@ -31,7 +31,7 @@ from threadpoolctl import ThreadpoolController
 log = logging.getLogger(__name__)
 IDLE_SECONDS = 300  # loky workers' life after their last task (joblib's default; loky's is 10)
 
-_FORKED: list[ProcessPoolExecutor] = []  # the open `local_workers` block's, if forked
+_FORKED: dict[int, ProcessPoolExecutor] = {}  # by thread: its open `local_workers` block's
 _THREADPOOLS: list[ThreadpoolController] = []
 
 
@@ -39,10 +39,11 @@ _THREADPOOLS: list[ThreadpoolController] = []
 def local_workers(count: int) -> Iterator[Executor]:
     """`count` worker processes for the block: forked as it opens when no other thread runs
     (and stopped as it closes, killed if it closes on an error), else loky's reusable ones.
-    A block opened inside another one gets the outer block's workers, so a caller that
-    starts a thread (the command line's progress bar) opens the block first."""
-    if _FORKED:
-        yield _FORKED[-1]
+    A block opened inside another one (in the same thread) gets the outer block's workers,
+    so a caller that starts a thread (the command line's progress bar) opens the block first."""
+    thread = threading.get_ident()
+    if thread in _FORKED:
+        yield _FORKED[thread]
         return
     if threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
         from joblib.externals.loky import get_reusable_executor
@@ -61,7 +62,7 @@ def local_workers(count: int) -> Iterator[Executor]:
         gc.unfreeze()
     forked = set(multiprocessing.active_children()) - before
     log.info("%d worker processes forked from this one", len(forked))
-    _FORKED.append(executor)
+    _FORKED[thread] = executor
     try:
         yield executor
     except BaseException:
@@ -69,7 +70,7 @@ def local_workers(count: int) -> Iterator[Executor]:
             process.kill()
         raise
     finally:
-        _FORKED.pop()
+        del _FORKED[thread]
         executor.shutdown(wait=True, cancel_futures=True)
 
 
@@ -88,7 +89,7 @@ def _import_fitting_libraries() -> None:
 def warm_up(executor: Executor, count: int) -> None:
     """Have loky's workers import the fitting libraries now (seconds each), while this process
     loads the data, rather than on the search's clock; forked ones have them already."""
-    if executor not in _FORKED:
+    if executor not in _FORKED.values():
         for _ in range(count):
             executor.submit(_import_fitting_libraries)
 
