@@ -303,6 +303,7 @@ def _warm_up(cfg: Config, local: Executor) -> None:
 
 def _train(cfg: Config, local: Executor, started: float, on_progress: ProgressCallback | None,
            extra_tags: dict[str, str] | None) -> TrainResult:
+    """`train` on this machine's `local` workers (the trials' too, unless on Dask)."""
     dataset = load_dataset(cfg.data)
     splits: Splits = split_dataset(dataset, cfg.split)
     task = dataset.task
