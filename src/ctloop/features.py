@@ -126,6 +126,12 @@ class FeatureEncoder:
         """Matrix indices (not raw indices) of the categorical columns."""
         return [i for i, name in enumerate(self.feature_names) if name in self.vocabularies]
 
+    def __getstate__(self) -> dict:
+        """Without the per-value encoders made on first use (closures): the encoder crosses
+        to the trial workers by plain pickle when they are forked (`ctloop.workers`)."""
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("_value_cache", "_frame_value_cache")}
+
     def _lookup(self) -> dict[str, dict[str, int]]:
         cached = self.__dict__.get("_lookup_cache")
         if cached is None:

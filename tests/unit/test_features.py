@@ -207,6 +207,24 @@ def test_mixed_kinds_encode_identically_on_every_path():
     np.testing.assert_array_equal(X[0], [0, 1, 1, 2021, 5, 1, 5, 1.5])
 
 
+def test_an_encoder_that_has_encoded_crosses_to_a_forked_worker_by_plain_pickle():
+    """Forked trial workers (`ctloop.workers`) get their arguments by plain pickle, not
+    cloudpickle: the per-value encoders a small frame or a request made (closures) must not
+    travel with the encoder, and the copy must encode the same."""
+    import pickle
+
+    train = pd.DataFrame({"plan": ["a", "b", None, "a"], "paperless": [True, False, None, True],
+                          "renewal": ["2021-05-01", None, "2021-06-30", "2022-01-15"],
+                          "usage": [1.5, np.nan, 3.0, 0.0]})
+    kinds = {"plan": "categorical", "paperless": "boolean", "renewal": "datetime",
+             "usage": "numeric"}
+    enc = FeatureEncoder.fit(train, list(train.columns), kinds)
+    expected = encode_every_way(enc, train)  # fills both per-value caches
+    again = pickle.loads(pickle.dumps(enc))
+    assert again == enc
+    np.testing.assert_array_equal(encode_every_way(again, train), expected)
+
+
 def test_json_round_trip_keeps_kinds_date_parts_and_string_columns(tmp_path):
     train = pd.DataFrame({"plan": ["a", "b"], "flag": [True, False],
                           "when": ["01/02/2013 10:00", "01/03/2013 00:00"], "n": [1, 2]})
