@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.bench_tasks import TASKS
 from bench.common import flights_task_config, median_ms, peak_rss_mb
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -183,13 +184,17 @@ def fresh_training(repeats: int, config: Path) -> dict:
                             "--emit", emitted.name], cwd=REPO, check=True,
                            capture_output=True)
             runs.append(json.loads(Path(emitted.name).read_text()))
-    return {"config": runs[0]["config"], "repeats": repeats,
-            "ratio": round(statistics.median(r["ratio"] for r in runs), 3),
-            "ratios": [r["ratio"] for r in runs], "walls_s": [r["wall_s"] for r in runs],
-            "fit_sums_s": [r["sequential_fit_sum_s"] for r in runs],
-            "fit_sums_in_run_s": [r["fit_sum_in_run_s"] for r in runs],
-            "phases_each": [r["phases"] for r in runs],
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
+    fresh = {"config": runs[0]["config"], "repeats": repeats,
+             "ratio": round(statistics.median(r["ratio"] for r in runs), 3),
+             "ratios": [r["ratio"] for r in runs], "walls_s": [r["wall_s"] for r in runs],
+             "fit_sums_s": [r["sequential_fit_sum_s"] for r in runs],
+             "fit_sums_in_run_s": [r["fit_sum_in_run_s"] for r in runs],
+             "phases_each": [r["phases"] for r in runs],
+             "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
+    print(f"training in a fresh process each ({fresh['config']}): ratio {fresh['ratio']} "
+          f"(median of {fresh['ratios']}); walls {fresh['walls_s']} s vs bare "
+          f"{fresh['fit_sums_s']} s; peak RSS {fresh['peak_rss_mb']} MB")
+    return fresh
 
 
 def main() -> None:
@@ -210,12 +215,12 @@ def main() -> None:
         for task in TASKS if args.task == "all" else [args.task]:
             config = task_config(task)
             if args.fresh:
-                _save(**{f"training_fresh_process_{task}": _fresh(args.repeats, config)})
+                _save(**{f"training_fresh_process_{task}": fresh_training(args.repeats, config)})
             else:
                 _save(**{f"training_{task}": _in_this_process(args.repeats, config)})
         return
     if args.fresh:
-        _save(training_fresh_process=_fresh(args.repeats, args.config))
+        _save(training_fresh_process=fresh_training(args.repeats, args.config))
         return
     with tempfile.TemporaryDirectory(prefix="ctloop-bench-train-") as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
@@ -235,9 +240,6 @@ def main() -> None:
     _save(**{key: value for key, value in (("latency", lat), ("training", train)) if value})
 
 
-TASKS = ("binary", "multiclass", "regression")
-
-
 def task_config(task: str) -> Path:
     """The flights table with a target of `task` as a user's CSV and four-line config, kept
     under results/ (fresh processes read it by path; the CSV is built once)."""
@@ -248,14 +250,6 @@ def task_config(task: str) -> Path:
     config = folder / f"{task}.yaml"
     config.write_text(yaml.safe_dump(flights_task_config(task, folder, f"bench-train-{task}")))
     return config
-
-
-def _fresh(repeats: int, config: Path) -> dict:
-    fresh = fresh_training(repeats, config)
-    print(f"training in a fresh process each ({fresh['config']}): ratio {fresh['ratio']} "
-          f"(median of {fresh['ratios']}); walls {fresh['walls_s']} s vs bare "
-          f"{fresh['fit_sums_s']} s; peak RSS {fresh['peak_rss_mb']} MB")
-    return fresh
 
 
 def _in_this_process(repeats: int, config: Path) -> dict:
