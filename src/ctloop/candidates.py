@@ -7,6 +7,8 @@ and how a boosting family stops on the validation split (its rounds chosen by th
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +50,20 @@ DEFAULT_POINTS: dict[str, dict[str, Any]] = {
     "linear": {"C": 1.0},
     "random_forest": {"max_features": "sqrt", "min_samples_leaf": 1},
 }
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a fit stops adding rounds: at `at` (a `time.time()` value: the end of the
+    search's time budget), or as soon as the file `cancelled_by` exists: the refit of a trial
+    that a later one has beaten is stopped so, instead of holding a worker for seconds."""
+
+    at: float = math.inf
+    cancelled_by: str | None = None
+
+    def passed(self) -> bool:
+        return time.time() >= self.at or (
+            self.cancelled_by is not None and os.path.exists(self.cancelled_by))
 
 
 @dataclass(frozen=True)
@@ -201,19 +217,24 @@ def _array_key(values: np.ndarray | None) -> bytes | None:
 def fit_estimator(trial: Trial, kind: str, X: np.ndarray, y: np.ndarray,
                   categorical_indices: list[int],
                   validation: tuple[np.ndarray, np.ndarray] | None = None,
-                  deadline: float | None = None, binned: BinnedRows | None = None,
+                  deadline: float | Deadline | None = None,
+                  binned: BinnedRows | None = None,
                   on_validation_scores: Callable[[np.ndarray], None] | None = None):
     """Fit one trial; with `validation`, boosting families stop when its loss stops falling.
 
-    `deadline` (a `time.time()` value, the end of the search's time budget): the boosting
-    families stop adding rounds then, so a trial running when the budget ends finishes soon
-    after it (XGBoost keeps its best round so far, LightGBM and HistGradientBoosting the
-    rounds they have). Categorical codes past HGB's bin limit are treated as numeric there.
+    `deadline` (a `time.time()` value, the end of the search's time budget, or a `Deadline`):
+    the boosting families stop adding rounds then, so a trial running when the budget ends
+    finishes soon after it (XGBoost keeps its best round so far, LightGBM and
+    HistGradientBoosting the rounds they have; HistGradientBoosting checks only while it
+    stops early, a forest between chunks of trees). Categorical codes past HGB's bin limit
+    are treated as numeric there.
     `binned`: these same rows (and validation rows), binned by earlier trials (the boosting
     families reuse those bins). XGBoost and LightGBM return their native booster.
     `on_validation_scores`: called with the fitted model's scores of the validation rows when
     the fit computed them anyway (LightGBM, as it stops early), equal to predicting them.
     """
+    if deadline is not None and not isinstance(deadline, Deadline):
+        deadline = Deadline(at=deadline)
     if trial.family == "hist_gradient_boosting":
         categorical_indices = [
             i for i in categorical_indices if np.nanmax(X[:, i], initial=0) < HGB_MAX_CATEGORIES
@@ -243,7 +264,7 @@ def _n_classes(kind: str, y: np.ndarray) -> int:
 
 
 def _fit_xgboost(wrapper: Any, trial: Trial, kind: str, rows: BinnedRows, stopping: bool,
-                 deadline: float | None) -> Any:
+                 deadline: Deadline | None) -> Any:
     """`xgboost.train` with the parameters the scikit-learn wrapper would pass it (the same
     model, tested) on the binned rows."""
     import xgboost as xgb
@@ -265,7 +286,7 @@ _LIGHTGBM_WRAPPER_ONLY = frozenset({"n_estimators", "importance_type", "class_we
 
 
 def _fit_lightgbm(wrapper: Any, trial: Trial, kind: str, rows: BinnedRows, stopping: bool,
-                  deadline: float | None,
+                  deadline: Deadline | None,
                   on_validation_scores: Callable[[np.ndarray], None] | None = None) -> Any:
     """`lightgbm.train` with the parameters the scikit-learn wrapper would pass it (the same
     model, tested) on the binned rows. While it stops early, LightGBM keeps every validation
@@ -317,7 +338,7 @@ class _RecentScores:
 
 
 def _fit_hgb(estimator: Any, X: np.ndarray, y: np.ndarray,
-             validation: tuple[np.ndarray, np.ndarray] | None, deadline: float | None,
+             validation: tuple[np.ndarray, np.ndarray] | None, deadline: Deadline | None,
              binned: BinnedRows | None) -> None:
     """HistGradientBoosting has no callbacks. Two of its methods are replaced on the
     instance for the fit: `_bin_data`, to reuse `binned`'s bins of the same rows; and the
@@ -335,7 +356,7 @@ def _fit_hgb(estimator: Any, X: np.ndarray, y: np.ndarray,
     if validation is not None and deadline is not None:
         library_check = estimator._should_stop
         overrides["_should_stop"] = (
-            lambda scores: library_check(scores) or time.time() >= deadline)
+            lambda scores: library_check(scores) or deadline.passed())
     vars(estimator).update(overrides)
     try:
         if validation is None:
@@ -348,7 +369,7 @@ def _fit_hgb(estimator: Any, X: np.ndarray, y: np.ndarray,
 
 
 def _fit_forest_until(pipeline: Pipeline, X: np.ndarray, y: np.ndarray,
-                      deadline: float) -> None:
+                      deadline: Deadline) -> None:
     """A forest has no rounds to stop: grow its trees in warm-started chunks until all are
     grown or the deadline passes (at least one chunk). With an integer `random_state` the
     trees are the very ones a single fit grows: scikit-learn draws the seeds of the trees
@@ -358,27 +379,27 @@ def _fit_forest_until(pipeline: Pipeline, X: np.ndarray, y: np.ndarray,
     pipeline.set_params(model__warm_start=True, model__n_estimators=min(total, FOREST_CHUNK))
     while True:
         pipeline.fit(X, y)
-        if forest.n_estimators >= total or time.time() >= deadline:
+        if forest.n_estimators >= total or deadline.passed():
             break
         pipeline.set_params(model__n_estimators=min(total, forest.n_estimators + FOREST_CHUNK))
     pipeline.set_params(model__warm_start=False)
 
 
-def _xgboost_deadline(deadline: float) -> Any:
+def _xgboost_deadline(deadline: Deadline) -> Any:
     import xgboost as xgb
 
     class Deadline(xgb.callback.TrainingCallback):
         def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
-            return time.time() >= deadline  # True stops training
+            return deadline.passed()  # True stops training
 
     return Deadline()
 
 
-def _lightgbm_deadline(deadline: float) -> Any:
+def _lightgbm_deadline(deadline: Deadline) -> Any:
     import lightgbm as lgb
 
     def stop_at_deadline(env: Any) -> None:
-        if time.time() >= deadline:
+        if deadline.passed():
             raise lgb.callback.EarlyStopException(env.iteration, env.evaluation_result_list)
 
     stop_at_deadline.order = 40  # after lightgbm's own early stopping (order 30)

@@ -39,6 +39,7 @@ from ctloop import ensemble, plots, tracking, workers
 from ctloop.candidates import (
     BOOSTED,
     BinnedRows,
+    Deadline,
     Trial,
     feature_importance,
     fit_estimator,
@@ -256,15 +257,20 @@ def _fold_ids(task: Task, y: np.ndarray, folds: int, seed: int) -> np.ndarray:
 
 
 def _refit(trial: Trial, encoder: FeatureEncoder, data: str, task: Task,
-           model_dir: str) -> str:
+           model_dir: str, cancelled_by: str) -> str | None:
     """Fit a chosen trial again on the training and validation rows together (its rounds as
     early stopping chose them, its threshold as fitted on validation) and save it in place
     of the model fitted on the training rows alone: the logged model learns from every row
-    the gate does not hold out."""
+    the gate does not hold out. None: the file `cancelled_by` appeared (a later trial won)
+    and the boosting stopped early; nothing is saved."""
     X_train, y_train, X_val, y_val, _ = _arrays(data)
     X, y = np.concatenate([X_train, X_val]), np.concatenate([y_train, y_val])
+    deadline = Deadline(cancelled_by=cancelled_by)
     with workers.one_thread():
-        fitted = fit_estimator(trial, task.kind, X, y, encoder.categorical_indices)
+        fitted = fit_estimator(trial, task.kind, X, y, encoder.categorical_indices,
+                               deadline=deadline)
+    if deadline.passed():
+        return None
     model = TabularModel(encoder, native_model(fitted, trial.family), trial.family, task,
                          fast_path=False)
     model.save(Path(model_dir))
@@ -283,8 +289,8 @@ def train(cfg: Config, on_progress: ProgressCallback | None = None,
     """Load, split, search the families within the budget, log it all; trials best first."""
     started = time.perf_counter()
     with local_workers(cfg) as local:
-        _warm_up(cfg, local)
-        return _train(cfg, local, started, on_progress, extra_tags)
+        installed_modules = _warm_up(cfg, local)
+        return _train(cfg, local, started, on_progress, extra_tags, installed_modules)
 
 
 def local_workers(cfg: Config) -> contextlib.AbstractContextManager[Executor]:
@@ -293,18 +299,22 @@ def local_workers(cfg: Config) -> contextlib.AbstractContextManager[Executor]:
     return workers.local_workers(_n_jobs(cfg))
 
 
-def _warm_up(cfg: Config, local: Executor) -> None:
+def _warm_up(cfg: Config, local: Executor) -> Future | None:
     """Start the workers' imports (seconds each, if spawned) now, while this process loads
     and logs the data, rather than on the search's clock; and matplotlib's, which the plots
-    of the best trials would otherwise pay after the search."""
+    of the best trials would otherwise pay after the search. Returns MLflow's map of the
+    installed packages being built, if this process has none yet (`tracking.installed_modules`)."""
     workers.warm_up(local, _n_jobs(cfg))
+    modules = None if tracking.installed_modules_known() else local.submit(
+        tracking.installed_modules)
     if cfg.training.plots:
         for _ in range(_n_jobs(cfg)):
             local.submit(plots.warm_up)
+    return modules
 
 
 def _train(cfg: Config, local: Executor, started: float, on_progress: ProgressCallback | None,
-           extra_tags: dict[str, str] | None) -> TrainResult:
+           extra_tags: dict[str, str] | None, installed_modules: Future | None) -> TrainResult:
     """`train` on this machine's `local` workers (the trials' too, unless on Dask)."""
     dataset = load_dataset(cfg.data)
     splits: Splits = split_dataset(dataset, cfg.split)
@@ -351,7 +361,7 @@ def _train(cfg: Config, local: Executor, started: float, on_progress: ProgressCa
     with (
         tempfile.TemporaryDirectory(prefix="ctloop-train-") as workdir,
         tracking.training_run(cfg.name, f"train-{time.strftime('%Y%m%d-%H%M%S')}", params,
-                              tags) as run,
+                              tags, installed_modules and installed_modules.result) as run,
         _worker_pool(cfg, local, encoder, arrays, workdir, task) as pool,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctloop-inputs") as logger,
     ):
@@ -359,14 +369,16 @@ def _train(cfg: Config, local: Executor, started: float, on_progress: ProgressCa
         kept = [*dataset.feature_columns, dataset.target]
         if dataset.time_column:
             kept.append(dataset.time_column)
+        # Made before the inputs' logging thread starts: sharing the GIL with it, Optuna's
+        # first import and study took 0.5 s instead of 40 ms while the workers waited.
+        search = Search(training.searched_candidates(bool(folds)), seed=training.seed,
+                        max_trials=training.trials, minimize=metric in task.lower_is_better,
+                        lag=2 * pool.workers)
         # Logged while the first trials fit: the workers would otherwise wait for it.
         inputs = logger.submit(run.log_inputs, splits.train, "training", {
             tracking.REFERENCE_ARTIFACT: splits.train.frame[kept],
             tracking.HOLDOUT_ARTIFACT: splits.holdout.frame[kept]})
         result.phases["prepare"] = round(time.perf_counter() - started, 2)
-        search = Search(training.searched_candidates(bool(folds)), seed=training.seed,
-                        max_trials=training.trials, minimize=metric in task.lower_is_better,
-                        lag=2 * pool.workers)
         search_started = time.perf_counter()
         finished: dict[str, _Finished] = {}
         key = task.sort_key(metric)
@@ -566,6 +578,10 @@ class _BestModels:
         """Log what is left for the final best trials; they come back with their model URI."""
         refit = None
         if self._refits_best:
+            spares = [name for name in self._refits if name != best[0].name]
+            for name in spares:  # a later trial won: free their workers for what is left
+                self._cancel_file(name).parent.mkdir(parents=True, exist_ok=True)
+                self._cancel_file(name).touch()
             refit = self._refits.get(best[0].name) or self._submit_refit(best[0].name)
         for trial in best:
             self._render(trial.name)
@@ -576,9 +592,7 @@ class _BestModels:
             if trial.name in self._rendering:
                 self._run.log_trial_plots(trial.run_id,
                                           Path(self._rendering[trial.name].result()))
-        for spare in self._refits.values():  # unused if a later trial won: end it first
-            if not spare.cancel():
-                wait([spare])
+        wait(self._refits.values())  # the cancelled ones stop within a boosting round
         return [dataclasses.replace(trial, model_uri=self._uris[trial.name]) for trial in best]
 
     @property
@@ -593,7 +607,11 @@ class _BestModels:
         trial = refit_trial(chosen.trial, chosen.record.params.get("n_rounds"))
         folder = Path(self._workdir) / "refit" / name / tracking.MODEL_DATA_DIR
         return self._pool.submit_local(_refit, trial, self._encoder, self._pool.local_data,
-                                       chosen.task, str(folder))
+                                       chosen.task, str(folder), str(self._cancel_file(name)))
+
+    def _cancel_file(self, name: str) -> Path:
+        """Made to stop the refit of trial `name` (`_refit`)."""
+        return Path(self._workdir) / "refit" / f"{name}.cancelled"
 
     def _render(self, name: str) -> None:
         if not self._plots or name in self._rendering:

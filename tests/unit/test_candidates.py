@@ -8,6 +8,7 @@ from ctloop.candidates import (
     MAX_ROUNDS,
     STOPPING_ROUNDS,
     BinnedRows,
+    Deadline,
     Trial,
     feature_importance,
     fit_estimator,
@@ -218,6 +219,26 @@ def test_a_boosting_trial_stops_adding_rounds_at_the_search_deadline(family):
         served = (booster.num_boosted_rounds() if family == "xgboost"
                   else booster.current_iteration())
         assert served <= rounds + 1
+
+
+@pytest.mark.parametrize("family", ["xgboost", "lightgbm", "random_forest"])
+def test_a_refit_stops_adding_rounds_once_its_cancel_file_appears(tmp_path, family):
+    """A refit (every row, no validation) that a later trial made useless is stopped by a
+    file: with it, one round (a forest: one chunk of trees); without it, every round."""
+    X, y = _table(2000, signal=2.0)
+    X = np.nan_to_num(X)
+    trial = Trial(0, family, {"n_estimators": 120}, 1)
+    flag = tmp_path / "refit.cancelled"
+    whole = fit_estimator(trial, "binary", X, y, [4], deadline=Deadline(cancelled_by=str(flag)))
+    flag.touch()
+    stopped = fit_estimator(trial, "binary", X, y, [4], deadline=Deadline(cancelled_by=str(flag)))
+    if family == "random_forest":
+        grown = [len(m.named_steps["model"].estimators_) for m in (whole, stopped)]
+        assert grown == [120, 50]
+    else:
+        rounds = [m.num_boosted_rounds() if family == "xgboost" else m.current_iteration()
+                  for m in (whole, stopped)]
+        assert rounds == [120, 1]
 
 
 def test_histogram_boosting_under_a_far_deadline_is_the_same_model():

@@ -203,7 +203,7 @@ class _LocalPool:
 
         self.done.append((fn.__name__, args[0].name if fn.__name__ == "_refit" else args[1]))
         future: Future = Future()
-        future.set_result(args[-1] if fn.__name__ == "_refit" else args[1])
+        future.set_result(args[4] if fn.__name__ == "_refit" else args[1])  # model_dir
         return future
 
 
@@ -240,10 +240,35 @@ def test_what_is_certain_is_logged_while_the_last_trial_runs_and_only_the_best_c
     logged = best.log(_ranked(trials, key, "roc_auc")[:3])
     assert [t.name for t in logged] == ["d", "a", "b"] and all(t.model_uri for t in logged)
     assert sorted(run.models) == [("run-a", 800), ("run-b", 800), ("run-d", 1000)]
-    # "a" was refitted while it led; "d" (trial 3) won, so its refit is the one logged
+    # "a" was refitted while it led; "d" (trial 3) won, so its refit is the one logged, and
+    # the refit of "a" is told to stop (its worker is needed for what is left)
     assert [what for kind, what in pool.done if kind == "_refit"] == ["linear-00", "linear-03"]
+    assert [p.name for p in (tmp_path / "refit").glob("*.cancelled")] == ["a.cancelled"]
     assert sorted(run.plots) == ["run-a", "run-b", "run-d"]
     assert len([kind for kind, _ in pool.done if kind == "_render_plots"]) == 3
+
+
+def test_a_cancelled_refit_stops_and_saves_nothing(tmp_path):
+    """The refit of a best that a later trial beat: told to stop, it ends within a round
+    and leaves no model behind to be logged by mistake."""
+    import types
+
+    from ctloop.train import _ARRAY_NAMES, _refit
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    for name, array in zip(_ARRAY_NAMES, (X[:2500], y[:2500], X[2500:], y[2500:],
+                                          np.zeros(0, dtype=np.int8)), strict=True):
+        np.save(tmp_path / f"{name}.npy", array)
+    flag, model_dir = tmp_path / "refit" / "x.cancelled", tmp_path / "refit" / "x" / "model"
+    flag.parent.mkdir()
+    flag.touch()
+    trial = Trial(0, "xgboost", {"n_estimators": 500}, 0)
+    encoder = types.SimpleNamespace(categorical_indices=[])
+    assert _refit(trial, encoder, str(tmp_path), BinaryTask("Yes", "No"), str(model_dir),
+                  str(flag)) is None
+    assert not model_dir.exists()
 
 
 class _Encoder:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -34,6 +35,8 @@ from ctloop.tracking.store import _client, _short, experiment_id, use_experiment
 # Runtime packages a logged model needs, pinned to what trained it.
 MODEL_REQUIREMENTS = ("mlflow", "pandas", "numpy", "scipy", "scikit-learn", "xgboost",
                       "lightgbm", "skops", "pyarrow")
+
+log = logging.getLogger(__name__)
 
 
 def input_types(encoder: FeatureEncoder) -> dict[str, str]:
@@ -88,6 +91,37 @@ def _requirements() -> tuple[str, ...]:
     return tuple(pins)
 
 
+def installed_modules() -> dict[str, list[str]]:
+    """MLflow's map from importable modules to the installed distributions providing them.
+
+    MLflow builds it in each process at the first model logged, to warn when the model's
+    requirements do not match this environment, by reading every installed package's
+    metadata (1 s of CPU). A training has an idle worker build it while its own process loads
+    the data, and hands the map to MLflow (`adopt_installed_modules`) before its first model
+    log, rather than pay that second while its workers fit the last trials.
+    """
+    from mlflow.utils import requirements_utils
+
+    requirements_utils._init_modules_to_packages_map()
+    return requirements_utils._MODULES_TO_PACKAGES
+
+
+def installed_modules_known() -> bool:
+    """Whether this process's MLflow has the map already (from an earlier model log)."""
+    from mlflow.utils import requirements_utils
+
+    return requirements_utils._MODULES_TO_PACKAGES is not None
+
+
+def adopt_installed_modules(modules: dict[str, list[str]]) -> None:
+    """Give MLflow the map `installed_modules` built in another process of this environment,
+    unless it has one."""
+    from mlflow.utils import requirements_utils
+
+    if requirements_utils._MODULES_TO_PACKAGES is None:
+        requirements_utils._MODULES_TO_PACKAGES = modules
+
+
 def dataset_schema(frame: pd.DataFrame):
     """The schema MLflow infers for a logged dataset, inferred from each column's distinct
     values: the type and whether a value is missing depend only on those, and MLflow's own
@@ -122,10 +156,12 @@ class TrialRecord:
 class TrainingRun:
     """One parent run per `ctloop train`, with a child run per trial."""
 
-    def __init__(self, run_id: str, experiment: str, experiment_id: str) -> None:
+    def __init__(self, run_id: str, experiment: str, experiment_id: str,
+                 installed_modules: Callable[[], dict[str, list[str]]] | None = None) -> None:
         self.run_id = run_id
         self.experiment = experiment
         self.experiment_id = experiment_id
+        self._installed_modules = installed_modules  # `installed_modules()`, built elsewhere
 
     def log_inputs(self, dataset: Dataset, split: str,
                    frames: Mapping[str, pd.DataFrame]) -> None:
@@ -192,6 +228,12 @@ class TrainingRun:
         refitted on: training + validation); returns the model URI."""
         import mlflow
 
+        if self._installed_modules is not None:
+            built, self._installed_modules = self._installed_modules, None
+            try:
+                adopt_installed_modules(built())
+            except Exception:  # MLflow then builds the map itself
+                log.debug("the installed modules' map was not built", exc_info=True)
         with mlflow.start_run(run_id=trial_run_id, nested=True):
             mlflow.log_param("model_fitted_rows", fitted_rows)
             info = mlflow.pyfunc.log_model(
@@ -228,15 +270,18 @@ class TrainingRun:
 
 @contextlib.contextmanager
 def training_run(
-    experiment: str, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]
+    experiment: str, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str],
+    installed_modules: Callable[[], dict[str, list[str]]] | None = None,
 ) -> Iterator[TrainingRun]:
-    """Start the parent run; any exception (or Ctrl-C) ends it FAILED, never left RUNNING."""
+    """Start the parent run; any exception (or Ctrl-C) ends it FAILED, never left RUNNING.
+    `installed_modules`: waits for the map `installed_modules()` built in a worker."""
     import mlflow
 
     use_experiment(experiment_id(experiment))
     with mlflow.start_run(run_name=run_name, tags={**tags, RUN_KIND_TAG: TRAINING_KIND}) as run:
         mlflow.log_params({k: _short(v) for k, v in params.items()})
-        yield TrainingRun(run.info.run_id, experiment, run.info.experiment_id)
+        yield TrainingRun(run.info.run_id, experiment, run.info.experiment_id,
+                          installed_modules)
 
 
 def latest_training_run(experiment: str) -> str | None:

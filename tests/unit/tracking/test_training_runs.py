@@ -53,3 +53,44 @@ def test_logged_dataset_schema_is_the_one_mlflow_infers(table: str) -> None:
     else:
         assert fast is not None and fast.to_dict() == expected.to_dict()
         assert len(fast.inputs) == frame.shape[1]
+
+
+def test_the_installed_modules_map_built_in_a_worker_spares_mlflow_its_metadata_scan() -> None:
+    """In a fresh process (pytest's has logged models already): the map a worker builds is
+    the one MLflow would build, and once handed over MLflow's check of a model's requirements
+    against this environment reads no package metadata (1 s of CPU otherwise)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        import importlib_metadata
+        from mlflow.utils import requirements_utils
+
+        from ctloop import tracking
+        from ctloop.tracking.training_runs import _requirements, adopt_installed_modules
+
+        assert not tracking.installed_modules_known()
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            built = pool.submit(tracking.installed_modules).result()
+        adopt_installed_modules(built)
+        assert tracking.installed_modules_known()
+
+        scans = []  # MLflow catches any error of its check: count the scans instead
+        scan = importlib_metadata.packages_distributions
+        importlib_metadata.packages_distributions = lambda: scans.append(1) or scan()
+        requirements_utils.warn_dependency_requirement_mismatches(list(_requirements()))
+        importlib_metadata.packages_distributions = scan
+        assert scans == [], "MLflow read the package metadata again"
+        requirements_utils._MODULES_TO_PACKAGES = None
+        assert tracking.installed_modules() == built
+        assert {"xgboost", "lightgbm", "sklearn", "mlflow"} <= set(built)
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok"
