@@ -218,8 +218,7 @@ def fit_estimator(trial: Trial, kind: str, X: np.ndarray, y: np.ndarray,
                   categorical_indices: list[int],
                   validation: tuple[np.ndarray, np.ndarray] | None = None,
                   deadline: float | Deadline | None = None,
-                  binned: BinnedRows | None = None,
-                  on_validation_scores: Callable[[np.ndarray], None] | None = None):
+                  binned: BinnedRows | None = None):
     """Fit one trial; with `validation`, boosting families stop when its loss stops falling.
 
     `deadline` (a `time.time()` value, the end of the search's time budget, or a `Deadline`):
@@ -230,8 +229,6 @@ def fit_estimator(trial: Trial, kind: str, X: np.ndarray, y: np.ndarray,
     are treated as numeric there.
     `binned`: these same rows (and validation rows), binned by earlier trials (the boosting
     families reuse those bins). XGBoost and LightGBM return their native booster.
-    `on_validation_scores`: called with the fitted model's scores of the validation rows when
-    the fit computed them anyway (LightGBM, as it stops early), equal to predicting them.
     """
     if deadline is not None and not isinstance(deadline, Deadline):
         deadline = Deadline(at=deadline)
@@ -244,10 +241,8 @@ def fit_estimator(trial: Trial, kind: str, X: np.ndarray, y: np.ndarray,
     if trial.family in (XGBOOST, LIGHTGBM):
         binned = binned or BinnedRows(X, y, categorical_indices,
                                       validation if stopping else None)
-        if trial.family == XGBOOST:
-            return _fit_xgboost(estimator, trial, kind, binned, stopping, deadline)
-        return _fit_lightgbm(estimator, trial, kind, binned, stopping, deadline,
-                             on_validation_scores)
+        fit = _fit_xgboost if trial.family == XGBOOST else _fit_lightgbm
+        return fit(estimator, trial, kind, binned, stopping, deadline)
     if trial.family == "random_forest" and deadline is not None:
         _fit_forest_until(estimator, X, y, deadline)
         return estimator
@@ -286,13 +281,9 @@ _LIGHTGBM_WRAPPER_ONLY = frozenset({"n_estimators", "importance_type", "class_we
 
 
 def _fit_lightgbm(wrapper: Any, trial: Trial, kind: str, rows: BinnedRows, stopping: bool,
-                  deadline: Deadline | None,
-                  on_validation_scores: Callable[[np.ndarray], None] | None = None) -> Any:
+                  deadline: Deadline | None) -> Any:
     """`lightgbm.train` with the parameters the scikit-learn wrapper would pass it (the same
-    model, tested) on the binned rows. While it stops early, LightGBM keeps every validation
-    row's score up to date; those of the rounds it may still keep are copied as they come, so
-    the trial need not predict its validation rows again (up to a tenth of the fit's time on
-    the flights table's regression target; the same numbers, tested)."""
+    model, tested) on the binned rows."""
     import lightgbm as lgb
 
     params = {k: v for k, v in wrapper.get_params().items()
@@ -306,35 +297,8 @@ def _fit_lightgbm(wrapper: Any, trial: Trial, kind: str, rows: BinnedRows, stopp
     callbacks = [lgb.early_stopping(STOPPING_ROUNDS, verbose=False)] if stopping else []
     if deadline is not None:
         callbacks.append(_lightgbm_deadline(deadline))
-    recent = _RecentScores(STOPPING_ROUNDS + 1) if stopping and on_validation_scores else None
-    booster = lgb.train(params, train, num_boost_round=wrapper.n_estimators,
-                        valid_sets=[validation] if stopping else None, callbacks=callbacks,
-                        feval=recent.feval if recent else None)
-    if recent is not None and (scores := recent.get(booster.current_iteration())) is not None:
-        on_validation_scores(scores)
-    return booster
-
-
-class _RecentScores:
-    """The validation scores of LightGBM's last `rounds` rounds, by round, taken from a
-    custom metric (LightGBM's way to show them): the rounds early stopping may still keep.
-    The metric falls every round, so it never stops the training itself."""
-
-    NAME = "ctloop_rounds"
-
-    def __init__(self, rounds: int) -> None:
-        self._rounds, self._round = rounds, 0
-        self._scores: dict[int, np.ndarray] = {}
-
-    def feval(self, scores: np.ndarray, _data: Any) -> tuple[str, float, bool]:
-        self._round += 1
-        self._scores[self._round] = scores.copy()
-        self._scores.pop(self._round - self._rounds, None)
-        return self.NAME, -float(self._round), False
-
-    def get(self, round_: int) -> np.ndarray | None:
-        """The scores after `round_` rounds, if it is among the last ones."""
-        return self._scores.get(round_)
+    return lgb.train(params, train, num_boost_round=wrapper.n_estimators,
+                     valid_sets=[validation] if stopping else None, callbacks=callbacks)
 
 
 def _fit_hgb(estimator: Any, X: np.ndarray, y: np.ndarray,

@@ -124,29 +124,6 @@ def test_histogram_boosting_fits_the_same_model_on_rows_binned_by_an_earlier_tri
         y[fit_rows], [4]).predict(X))
 
 
-@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
-@pytest.mark.parametrize("learning_rate, budget", [(0.3, None), (0.002, 0.3)])
-def test_lightgbm_hands_over_the_validation_scores_it_kept_while_stopping(kind, learning_rate,
-                                                                          budget):
-    """A trial need not predict its validation rows again: the scores LightGBM kept while it
-    stopped early (by its loss, or at the search's deadline) are the model's predictions bit
-    for bit, and watching them changes neither the rounds nor the model."""
-    import time
-
-    X, y, fit_rows, validation, binned = _binned_table(kind)
-    trial = Trial(0, "lightgbm", {"learning_rate": learning_rate}, 1)
-    seen: list[np.ndarray] = []
-    fitted = fit_estimator(trial, kind, X[fit_rows], y[fit_rows], [4], validation=validation,
-                           binned=binned, deadline=budget and time.time() + budget,
-                           on_validation_scores=seen.append)
-    assert len(seen) == 1 and fitted.current_iteration() < MAX_ROUNDS
-    np.testing.assert_array_equal(seen[0], fitted.predict(validation[0], num_threads=1))
-    if budget is None:  # a deadline cuts the rounds wherever the clock says
-        plain = fit_estimator(trial, kind, X[fit_rows], y[fit_rows], [4], validation=validation)
-        assert fitted.current_iteration() == plain.current_iteration()
-        np.testing.assert_array_equal(fitted.predict(X), plain.predict(X))
-
-
 def test_a_lightgbm_refit_with_fixed_rounds_keeps_categorical_columns_as_categories():
     """The refit of a chosen trial (no validation rows, rounds fixed) must learn the trial's
     model: categorical codes split as categories, not as numbers (they once were)."""
