@@ -124,18 +124,24 @@ def adopt_installed_modules(modules: dict[str, list[str]]) -> None:
 
 def dataset_schema(frame: pd.DataFrame):
     """The schema MLflow infers for a logged dataset, inferred from each column's distinct
-    values: the type and whether a value is missing depend only on those, and MLflow's own
-    inference looks at every cell in Python (0.5 s of CPU on the flights demo's training
-    rows, taken from the workers while they fit). None where MLflow infers none (a column
-    mixing types)."""
+    values (for a numeric, boolean or date column, from one present and one missing value:
+    its dtype gives the type): the type and whether a value is missing depend only on those,
+    and MLflow's own inference looks at every cell in Python (0.5 s of CPU on the flights
+    demo's training rows, taken from the workers while they fit; the distinct departure
+    times of the flights still took 0.3 s). None where MLflow infers none (a column mixing
+    types)."""
     from mlflow.types import Schema
     from mlflow.types.utils import _infer_schema
 
     specs = []
     for name in frame.columns:
         column = frame[name]
-        with contextlib.suppress(TypeError):  # unhashable cells (lists): infer from them all
-            column = column.drop_duplicates()
+        if column.dtype.kind in "biufcmM" and len(column):  # typed by the dtype alone:
+            missing = column.isna().to_numpy()  # a present value and a missing one suffice
+            column = column.iloc[sorted({int(np.argmin(missing)), int(np.argmax(missing))})]
+        else:
+            with contextlib.suppress(TypeError):  # unhashable cells (lists): infer from all
+                column = column.drop_duplicates()
         try:
             specs.extend(_infer_schema(column.to_frame(name)).inputs)
         except Exception:  # what `PandasDataset.schema` catches too

@@ -29,6 +29,10 @@ def _table(rows: int = 3000) -> pd.DataFrame:
         "code": rng.choice(["a", "b", "c"], rows),
         "tags": [["a", "b"] if i % 2 else ["c"] for i in range(rows)],  # unhashable cells
         "category": pd.Categorical(rng.choice(["lo", "hi"], rows)),
+        "never_filled": np.full(rows, np.nan),
+        "waited": pd.to_timedelta(rng.integers(0, 90, rows), unit="m"),
+        "maybe": pd.array(np.where(rng.random(rows) < 0.1, None, rng.random(rows) < 0.5),
+                          dtype="boolean"),
     })
 
 
