@@ -218,7 +218,8 @@ def fit_estimator(trial: Trial, kind: str, X: np.ndarray, y: np.ndarray,
                   categorical_indices: list[int],
                   validation: tuple[np.ndarray, np.ndarray] | None = None,
                   deadline: float | Deadline | None = None,
-                  binned: BinnedRows | None = None):
+                  binned: BinnedRows | None = None,
+                  on_validation_scores: Callable[[np.ndarray], None] | None = None):
     """Fit one trial; with `validation`, boosting families stop when its loss stops falling.
 
     `deadline` (a `time.time()` value, the end of the search's time budget, or a `Deadline`):
@@ -229,6 +230,9 @@ def fit_estimator(trial: Trial, kind: str, X: np.ndarray, y: np.ndarray,
     are treated as numeric there.
     `binned`: these same rows (and validation rows), binned by earlier trials (the boosting
     families reuse those bins). XGBoost and LightGBM return their native booster.
+    `on_validation_scores`: called with the fitted model's scores of the validation rows when
+    the fit kept them up to date anyway (HistGradientBoosting, as it stops early), equal to
+    predicting them.
     """
     if deadline is not None and not isinstance(deadline, Deadline):
         deadline = Deadline(at=deadline)
@@ -247,7 +251,8 @@ def fit_estimator(trial: Trial, kind: str, X: np.ndarray, y: np.ndarray,
         _fit_forest_until(estimator, X, y, deadline)
         return estimator
     if trial.family == "hist_gradient_boosting":
-        _fit_hgb(estimator, X, y, validation if stopping else None, deadline, binned)
+        _fit_hgb(estimator, X, y, validation if stopping else None, deadline, binned,
+                 on_validation_scores)
         return estimator
     estimator.fit(X, y)
     return estimator
@@ -303,11 +308,15 @@ def _fit_lightgbm(wrapper: Any, trial: Trial, kind: str, rows: BinnedRows, stopp
 
 def _fit_hgb(estimator: Any, X: np.ndarray, y: np.ndarray,
              validation: tuple[np.ndarray, np.ndarray] | None, deadline: Deadline | None,
-             binned: BinnedRows | None) -> None:
-    """HistGradientBoosting has no callbacks. Two of its methods are replaced on the
-    instance for the fit: `_bin_data`, to reuse `binned`'s bins of the same rows; and the
+             binned: BinnedRows | None,
+             on_validation_scores: Callable[[np.ndarray], None] | None = None) -> None:
+    """HistGradientBoosting has no callbacks. Some of its methods are replaced on the
+    instance for the fit: `_bin_data`, to reuse `binned`'s bins of the same rows; the
     early-stopping check it makes after every iteration (`_should_stop`, given the
-    validation scores so far), to also stop once the deadline has passed.
+    validation scores so far), to also stop once the deadline has passed; and the loss
+    check before it (`_check_early_stopping_loss`), which is handed the validation rows' raw
+    predictions, updated in place tree by tree: after the fit they are the model's (it keeps
+    every tree), and the trial need not predict those rows again (60-140 ms a trial).
 
     Growing the model in warm-started chunks instead costs a quarter more: every chunk bins
     the data again and predicts the trees so far. The overrides live on the instance only
@@ -321,6 +330,15 @@ def _fit_hgb(estimator: Any, X: np.ndarray, y: np.ndarray,
         library_check = estimator._should_stop
         overrides["_should_stop"] = (
             lambda scores: library_check(scores) or deadline.passed())
+    raw_validation: list[np.ndarray] = []
+    if validation is not None and on_validation_scores is not None:
+        library_loss = estimator._check_early_stopping_loss
+
+        def keep_raw_predictions(**arguments: Any) -> bool:
+            raw_validation[:] = [arguments["raw_predictions_val"]]
+            return library_loss(**arguments)
+
+        overrides["_check_early_stopping_loss"] = keep_raw_predictions
     vars(estimator).update(overrides)
     try:
         if validation is None:
@@ -330,6 +348,17 @@ def _fit_hgb(estimator: Any, X: np.ndarray, y: np.ndarray,
     finally:
         for name in overrides:
             delattr(estimator, name)
+    if raw_validation and on_validation_scores is not None:
+        on_validation_scores(_hgb_scores(estimator, raw_validation[0]))
+
+
+def _hgb_scores(estimator: Any, raw: np.ndarray) -> np.ndarray:
+    """What `predictors.estimator_scores` gives from HistGradientBoosting's raw predictions:
+    the positive class's probability, every class's, or the prediction."""
+    if not hasattr(estimator, "classes_"):
+        return np.asarray(estimator._loss.link.inverse(raw.ravel()), dtype=np.float64)
+    probabilities = np.asarray(estimator._loss.predict_proba(raw), dtype=np.float64)
+    return probabilities[:, 1] if len(estimator.classes_) == 2 else probabilities
 
 
 def _fit_forest_until(pipeline: Pipeline, X: np.ndarray, y: np.ndarray,

@@ -165,16 +165,18 @@ def _fit_and_score(trial: Trial, encoder: FeatureEncoder, data: str | tuple, tas
             [X_train, X_val]), y_val, folds, deadline, data)
     else:
         cats = encoder.categorical_indices
+        computed: list[np.ndarray] = []  # the validation scores, if the fit kept them
         fitted = fit_estimator(trial, task.kind, X_train, y_train, cats,
                                validation=(X_val, y_val), deadline=deadline,
                                binned=_binned(data, "split", X_train, y_train, cats,
-                                              (X_val, y_val)))
+                                              (X_val, y_val)),
+                               on_validation_scores=computed.append)
         rounds = fitted_rounds(fitted, trial.family)
     fit_seconds = time.perf_counter() - start
     estimator = native_model(fitted, trial.family)
     model = TabularModel(encoder, estimator, trial.family, task, fast_path=False)
     if not folds.size:
-        scores = model.scores_encoded(np.asarray(X_val))
+        scores = computed[0] if computed else model.scores_encoded(np.asarray(X_val))
     model.task = task.fit_threshold(y_val, scores)
     metrics = model.task.metrics(y_val, scores)
     metrics["fit_seconds"] = fit_seconds

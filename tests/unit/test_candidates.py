@@ -124,6 +124,36 @@ def test_histogram_boosting_fits_the_same_model_on_rows_binned_by_an_earlier_tri
         y[fit_rows], [4]).predict(X))
 
 
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
+@pytest.mark.parametrize("learning_rate, budget", [(0.3, None), (0.002, 0.3)])
+def test_histogram_boosting_hands_over_the_validation_scores_it_kept_while_stopping(
+        kind, learning_rate, budget):
+    """A trial need not predict its validation rows again: the scores HistGradientBoosting
+    kept up to date while it stopped early (by its loss, or at the search's deadline) are
+    the model's predictions bit for bit, and watching them changes nothing of the model."""
+    import time
+
+    from ctloop.predictors import estimator_scores
+    from ctloop.tasks import BinaryTask, MulticlassTask, RegressionTask
+
+    X, y, fit_rows, validation, binned = _binned_table(kind)
+    task = {"binary": BinaryTask(1, 0), "multiclass": MulticlassTask([0, 1, 2]),
+            "regression": RegressionTask()}[kind]
+    trial = Trial(0, "hist_gradient_boosting", {"learning_rate": learning_rate}, 1)
+    seen: list[np.ndarray] = []
+    fitted = fit_estimator(trial, kind, X[fit_rows], y[fit_rows], [4], validation=validation,
+                           binned=binned, deadline=budget and time.time() + budget,
+                           on_validation_scores=seen.append)
+    assert len(seen) == 1 and fitted.n_iter_ < MAX_ROUNDS
+    np.testing.assert_array_equal(seen[0], estimator_scores(fitted, task, validation[0]))
+    assert not {"_bin_data", "_should_stop", "_check_early_stopping_loss"} & set(vars(fitted))
+    if budget is None:  # a deadline cuts the rounds wherever the clock says
+        plain = fit_estimator(trial, kind, X[fit_rows], y[fit_rows], [4], validation=validation)
+        assert fitted.n_iter_ == plain.n_iter_
+        np.testing.assert_array_equal(estimator_scores(fitted, task, X),
+                                      estimator_scores(plain, task, X))
+
+
 def test_a_lightgbm_refit_with_fixed_rounds_keeps_categorical_columns_as_categories():
     """The refit of a chosen trial (no validation rows, rounds fixed) must learn the trial's
     model: categorical codes split as categories, not as numbers (they once were)."""
