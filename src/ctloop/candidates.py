@@ -381,11 +381,11 @@ def _fit_forest_until(pipeline: Pipeline, X: np.ndarray, y: np.ndarray,
 def _xgboost_deadline(deadline: Deadline) -> Any:
     import xgboost as xgb
 
-    class Deadline(xgb.callback.TrainingCallback):
+    class StopAtDeadline(xgb.callback.TrainingCallback):
         def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
             return deadline.passed()  # True stops training
 
-    return Deadline()
+    return StopAtDeadline()
 
 
 def _lightgbm_deadline(deadline: Deadline) -> Any:
