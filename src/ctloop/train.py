@@ -578,10 +578,9 @@ class _BestModels:
         """Log what is left for the final best trials; they come back with their model URI."""
         refit = None
         if self._refits_best:
-            spares = [name for name in self._refits if name != best[0].name]
-            for name in spares:  # a later trial won: free their workers for what is left
-                self._cancel_file(name).parent.mkdir(parents=True, exist_ok=True)
-                self._cancel_file(name).touch()
+            for name in self._refits:  # a later trial won: free their workers for what is left
+                if name != best[0].name:
+                    self._cancel_refit(name)
             refit = self._refits.get(best[0].name) or self._submit_refit(best[0].name)
         for trial in best:
             self._render(trial.name)
@@ -612,6 +611,11 @@ class _BestModels:
     def _cancel_file(self, name: str) -> Path:
         """Made to stop the refit of trial `name` (`_refit`)."""
         return Path(self._workdir) / "refit" / f"{name}.cancelled"
+
+    def _cancel_refit(self, name: str) -> None:
+        flag = self._cancel_file(name)
+        flag.parent.mkdir(parents=True, exist_ok=True)
+        flag.touch()
 
     def _render(self, name: str) -> None:
         if not self._plots or name in self._rendering:
