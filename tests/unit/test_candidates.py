@@ -154,6 +154,35 @@ def test_histogram_boosting_hands_over_the_validation_scores_it_kept_while_stopp
                                       estimator_scores(plain, task, X))
 
 
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
+@pytest.mark.parametrize("params, budget", [
+    ({"learning_rate": 0.3}, None),  # stops 50 rounds after its best
+    ({"learning_rate": 1.0, "n_estimators": 40}, None),  # runs out of rounds past its best
+    ({"learning_rate": 0.002}, 0.3),  # cut by the search's deadline
+])
+def test_lightgbm_hands_over_the_validation_scores_of_its_best_round(kind, params, budget):
+    """A LightGBM trial need not predict its validation rows again: the scores LightGBM kept
+    while it stopped early, as of the round it keeps, are the model's predictions bit for
+    bit; reading them changes nothing of the model."""
+    import time
+
+    X, y, fit_rows, validation, binned = _binned_table(kind)
+    trial = Trial(0, "lightgbm", params, 1)
+    seen: list[np.ndarray] = []
+    fitted = fit_estimator(trial, kind, X[fit_rows], y[fit_rows], [4], validation=validation,
+                           binned=binned, deadline=budget and time.time() + budget,
+                           on_validation_scores=seen.append)
+    model = native_model(fitted, "lightgbm")
+    predicted = np.asarray(model.predict(validation[0], num_threads=1), dtype=np.float64)
+    if budget is None:
+        assert len(seen) == 1 and model.num_trees() < MAX_ROUNDS * max(1, int(y.max()) + 1)
+        plain = fit_estimator(trial, kind, X[fit_rows], y[fit_rows], [4], validation=validation)
+        assert plain.model_to_string() == fitted.model_to_string()
+    assert len(seen) <= 1  # after a deadline, only if its last round was its best
+    for scores in seen:  # the shape and values TabularModel.scores_encoded gives
+        np.testing.assert_array_equal(scores, predicted, strict=True)
+
+
 def test_a_lightgbm_refit_with_fixed_rounds_keeps_categorical_columns_as_categories():
     """The refit of a chosen trial (no validation rows, rounds fixed) must learn the trial's
     model: categorical codes split as categories, not as numbers (they once were)."""
