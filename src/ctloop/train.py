@@ -144,15 +144,26 @@ def _binned(data: str | tuple, rows: Any, X: np.ndarray, y: np.ndarray, cats: li
 
 
 def _run_trial(trial: Trial, encoder: FeatureEncoder, data: str | tuple, task: Task,
-               deadline: float | None) -> _Finished | None:
+               deadline: float | None, bar: tuple[str, float] | None = None
+               ) -> _Finished | None:
     """Fit and score one trial (in a worker): everything but saving and the MLflow calls.
     One thread throughout, scoring included: the other workers have the other cores, and an
     OpenMP team (HistGradientBoosting's predict) waiting on a busy core costs more than it
-    gains. None: the time budget ran out while the trial waited for a worker."""
+    gains. None: the time budget ran out while the trial waited for a worker.
+
+    `bar` (a metric and its value): a trial that does not beat it comes back without its
+    model, which could never be logged (see `_model_bar`); pickling a LightGBM model to send
+    it back costs 10-40 ms."""
     if deadline is not None and time.time() >= deadline:
         return None
     with workers.one_thread():
-        return _fit_and_score(trial, encoder, data, task, deadline)
+        finished = _fit_and_score(trial, encoder, data, task, deadline)
+    if bar is not None:
+        metric, value = bar
+        key = task.sort_key(metric)
+        if not key(finished.record.metrics.get(metric, float("nan"))) < key(value):
+            finished = dataclasses.replace(finished, model=None)
+    return finished
 
 
 def _fit_and_score(trial: Trial, encoder: FeatureEncoder, data: str | tuple, task: Task,
@@ -390,7 +401,10 @@ def _train(cfg: Config, local: Executor, started: float, on_progress: ProgressCa
             rows_fitted if folds else rows["train"]), example, training.plots,
             training.logged_models, ensemble_to_come=bool(folds and training.ensemble))
 
+        per_family = ensemble.PER_FAMILY if folds and training.ensemble else 0
         for outcome in _run_search(search, pool, metric, training.time_budget, result,
+                                   bar=lambda: _model_bar(result.trials, key, metric,
+                                                          training.logged_models, per_family),
                                    on_idle=lambda running: best_models.while_last_trials_run(
                                        _ranked(result.trials, key, metric), running)):
             record = outcome.record
@@ -400,7 +414,7 @@ def _train(cfg: Config, local: Executor, started: float, on_progress: ProgressCa
             finished[trial.name] = outcome
             result.trials.append(trial)
             _forget_models(finished, result.trials, key, metric, training.logged_models,
-                           ensemble.PER_FAMILY if folds and training.ensemble else 0)
+                           per_family)
             if on_progress:
                 on_progress(len(result.trials), total, trial)
         result.search_seconds = round(time.perf_counter() - search_started, 2)
@@ -430,7 +444,9 @@ def _train(cfg: Config, local: Executor, started: float, on_progress: ProgressCa
 
 def _run_search(search: Search, pool: _Pool, metric: str, budget: float | None,
                 result: TrainResult,
-                on_idle: Callable[[int], None] | None = None) -> Iterator[_Finished]:
+                on_idle: Callable[[int], None] | None = None,
+                bar: Callable[[], tuple[str, float] | None] = lambda: None
+                ) -> Iterator[_Finished]:
     """Keep every worker busy with the search's next trial until the trials or the time run
     out (`result.stopped_by` says which); yield trials as they finish. One trial more than
     there are workers is submitted, so a worker that finishes starts the next at once
@@ -438,7 +454,8 @@ def _run_search(search: Search, pool: _Pool, metric: str, budget: float | None,
     Trials already running when the budget runs out are finished, not thrown away; one
     still waiting then is not run. `on_idle(running)` is called once, when the search has
     stopped, a worker is free and `running` trials still run (after the trials that finished
-    so far were yielded)."""
+    so far were yielded). `bar()`: what a trial submitted now must beat to bring its model
+    back (`_run_trial`)."""
     started = time.perf_counter()
     deadline = time.time() + budget if budget is not None else None
     running: dict[Future, Trial] = {}
@@ -453,7 +470,7 @@ def _run_search(search: Search, pool: _Pool, metric: str, budget: float | None,
                 stopping, result.stopped_by = True, STOPPED_BY_TIME
             elif search.can_ask():
                 trial = search.ask()
-                running[pool.submit_trial(trial, deadline)] = trial
+                running[pool.submit_trial(trial, deadline, bar())] = trial
             else:
                 return  # the next trial depends on one still running
 
@@ -474,6 +491,20 @@ def _run_search(search: Search, pool: _Pool, metric: str, budget: float | None,
         if on_idle is not None and stopping and 0 < len(running) < pool.workers:
             on_idle(len(running))
             on_idle = None
+
+
+def _model_bar(trials: list[TrialResult], key: Callable[[float], float], metric: str,
+               keep: int, per_family: int) -> tuple[str, float] | None:
+    """The primary metric a trial must beat to still be among the best `keep` when the
+    search ends, or None while any trial can (fewer than `keep` so far, or ensembles to
+    come, which may pick any family's best). The best `keep` so far only get better, and a
+    tie ranks the earlier trial first, so a trial that does not beat the `keep`-th best so
+    far is not among them at the end: its model would only be let go of (`_forget_models`).
+    """
+    if per_family or len(trials) < keep:
+        return None
+    value = _ranked(trials, key, metric)[keep - 1].metrics.get(metric, float("nan"))
+    return None if value != value else (metric, value)
 
 
 def _forget_models(finished: dict[str, _Finished], trials: list[TrialResult],
@@ -680,10 +711,12 @@ class _Pool:
         self._encoder, self._data, self._workdir = encoder, data, workdir
         self._task, self._local = task, local
 
-    def submit_trial(self, trial: Trial, deadline: float | None) -> Future:
-        """The trial's outcome, its fitted model included (pickled back from the worker)."""
+    def submit_trial(self, trial: Trial, deadline: float | None,
+                     bar: tuple[str, float] | None = None) -> Future:
+        """The trial's outcome, its fitted model included (pickled back from the worker)
+        if the trial beats `bar`."""
         return self._executor.submit(_run_trial, trial, self._encoder, self._data, self._task,
-                                     deadline)
+                                     deadline, bar)
 
     def submit_local(self, fn: Callable, *args: Any) -> Future:
         """Work on this machine's processes, with the encoded splits in the work folder."""

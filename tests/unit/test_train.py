@@ -11,7 +11,15 @@ import pytest
 from ctloop import tracking
 from ctloop.candidates import Trial
 from ctloop.tasks.binary import BinaryTask
-from ctloop.train import TrialResult, _binned, _Finished, _forget_models, _ranked
+from ctloop.train import (
+    TrialResult,
+    _binned,
+    _Finished,
+    _forget_models,
+    _model_bar,
+    _ranked,
+    _run_trial,
+)
 
 
 def _finished(name: str, auc: float) -> tuple[TrialResult, _Finished]:
@@ -34,6 +42,44 @@ def test_only_the_best_few_trials_keep_their_fitted_model():
     assert kept == {"b", "d"}  # the two best; an undefined score ranks last
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_trials_that_cannot_make_the_best_few_come_back_without_a_model(seed, monkeypatch):
+    """A trial submitted while the best `keep` so far all beat it or tie with it (ties rank
+    the earlier trial first) sends back no model: it could never be logged. Whatever the
+    order trials finish in, every one of the final best `keep` still has its model."""
+    from ctloop import train
+
+    rng = np.random.default_rng(seed)
+    aucs = np.round(rng.uniform(0.6, 0.8, 40), 2)  # ties included
+    aucs[rng.integers(40)] = np.nan
+    key = BinaryTask("Yes", "No").sort_key("roc_auc")
+    monkeypatch.setattr(train, "_fit_and_score", lambda trial, *_: _finished(
+        trial.name, float(aucs[trial.number]))[1])
+    trials: list[TrialResult] = []
+    finished: dict[str, _Finished] = {}
+    pending: list[tuple[Trial, tuple[str, float] | None]] = []
+    dropped = 0
+    for number in range(40):
+        pending.append((Trial(number, "linear", {}, 0), _model_bar(trials, key, "roc_auc", 3, 0)))
+        while len(pending) > 3 or (number == 39 and pending):  # three trials in flight
+            trial, bar = pending.pop(int(rng.integers(len(pending))))  # any may finish next
+            outcome = _run_trial(trial, None, "", BinaryTask("Yes", "No"), None, bar)
+            dropped += outcome.model is None
+            finished[trial.name] = outcome
+            trials.append(TrialResult(trial.name, "linear", "run", dict(outcome.record.metrics)))
+    assert dropped > 20  # most of them
+    assert all(finished[t.name].model is not None for t in _ranked(trials, key, "roc_auc")[:3])
+
+
+def test_every_trial_brings_its_model_back_while_any_can_still_be_logged():
+    key = BinaryTask("Yes", "No").sort_key("roc_auc")
+    trials = [_finished(name, auc)[0] for name, auc in [("a", 0.7), ("b", float("nan"))]]
+    assert _model_bar(trials, key, "roc_auc", 3, 0) is None  # fewer trials than kept models
+    assert _model_bar(trials, key, "roc_auc", 2, 0) is None  # the second best has no score
+    assert _model_bar(trials, key, "roc_auc", 1, 0) == ("roc_auc", 0.7)
+    assert _model_bar(trials, key, "roc_auc", 1, per_family=1) is None  # an ensemble to come
+
+
 class _OneSlowTrialPool:
     """Two workers (threads); the search's last trial takes far longer than the others."""
 
@@ -44,7 +90,7 @@ class _OneSlowTrialPool:
 
         self._executor, self._last = ThreadPoolExecutor(2), last
 
-    def submit_trial(self, trial: Trial, deadline: float | None):
+    def submit_trial(self, trial: Trial, deadline: float | None, bar=None):
         return self._executor.submit(self._fit, trial)
 
     def _fit(self, trial: Trial) -> _Finished:
@@ -89,7 +135,7 @@ class _QueueingPool:
         self.deadline: float | None = None
         self._unfinished = 0
 
-    def submit_trial(self, trial: Trial, deadline: float | None):
+    def submit_trial(self, trial: Trial, deadline: float | None, bar=None):
         import time
 
         self._unfinished, self.deadline = self._unfinished + 1, deadline
