@@ -15,6 +15,10 @@
 (40 trials or 60 s), where the fits, not the fixed costs around them, make up the wall.
 `--task multiclass` (or binary, regression, all): training on that table as a user's CSV with
 a target of that task (`bench.common.flights_task_config`), every default, instead of a config.
+`--table fair-affairs` (or another of `bench.bench_quality.TABLES`): training on that public
+table's development CSV with its four-line config; tables of up to 20,000 rows without a time
+column are cross-validated, and the bare fits are then each fold's fit and the refit on every
+row, as the trainer makes them.
 `--fresh`: each repeat in a new process, as a `ctloop train` from the command line runs.
 """
 
@@ -31,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.bench_quality import TABLES, split_csvs
 from bench.bench_tasks import TASKS
 from bench.common import flights_task_config, median_ms, peak_rss_mb
 
@@ -103,18 +108,19 @@ def training(repeats: int, config: Path) -> dict:
     """`ctloop train` wall time against the same trials fitted bare, one after another.
 
     The bare fits are exactly the fit calls the trainer makes (same parameters, same early
-    stopping on the same validation split, one thread), without scoring, saving, plots or
-    MLflow: what the trials would cost with no framework around them.
+    stopping on the same validation split or folds, one thread), without scoring, saving,
+    plots or MLflow: what the trials would cost with no framework around them.
     """
     from mlflow import MlflowClient
     from threadpoolctl import threadpool_limits
 
     from ctloop import loop
-    from ctloop.candidates import Trial, fit_estimator
+    from ctloop.candidates import Trial
     from ctloop.config import load_config
     from ctloop.data import load_dataset, split_dataset
     from ctloop.ensemble import ENSEMBLE
     from ctloop.features import FeatureEncoder
+    from ctloop.train import _fold_ids
 
     cfg = load_config(config)
     # A user's store exists after the first run: its tables are made before the clock starts
@@ -126,6 +132,7 @@ def training(repeats: int, config: Path) -> dict:
                                  cfg.data.features.max_categories)
     X, y = encoder.encode_frame(splits.train.frame), splits.train.y
     validation = (encoder.encode_frame(splits.validation.frame), splits.validation.y)
+    every_row = (np.concatenate([X, validation[0]]), np.concatenate([y, validation[1]]))
     figures, runs = [], []
     # Each run's bare fits follow it at once: this shared host's speed drifts by 20% within
     # minutes, and a ratio of two measurements minutes apart would carry that drift.
@@ -134,16 +141,17 @@ def training(repeats: int, config: Path) -> dict:
         result = loop.train(cfg)
         wall = time.perf_counter() - start
         runs.append((wall, result))
+        folds = _fold_ids(dataset.task, every_row[1], result.cv_folds,
+                          cfg.training.seed) if result.cv_folds else None
         fits = 0.0
         with threadpool_limits(1):
             searched = [t for t in result.trials if t.family != ENSEMBLE]  # no fit of its own
             for number, trial in enumerate(searched):
                 params = {k: v for k, v in trial.params.items() if k != "n_rounds"}
                 bare = Trial(number, trial.family, params, cfg.training.seed)
-                start = time.perf_counter()
-                fit_estimator(bare, dataset.task.kind, X, y, encoder.categorical_indices,
-                              validation=validation)
-                fits += time.perf_counter() - start
+                fits += bare_fit_seconds(bare, dataset.task.kind, encoder.categorical_indices,
+                                         *((X, y, validation) if folds is None
+                                           else (*every_row, None)), folds)
         in_run = sum(t.metrics.get("fit_seconds", 0.0) for t in result.trials)
         figures.append({"wall_s": wall, "fit_sum_s": fits, "ratio": wall / fits,
                         "fit_in_run_s": in_run,
@@ -166,7 +174,34 @@ def training(repeats: int, config: Path) -> dict:
             "fit_sums_in_run_s": [round(f["fit_in_run_s"], 2) for f in figures],
             "families": [dict(__import__("collections").Counter(t.family for t in r.trials))
                          for _, r in runs],
-            "rows_train": len(splits.train.frame), "peak_rss_mb": round(peak_rss_mb(), 1)}
+            "rows_train": len(splits.train.frame), "cv_folds": result.cv_folds,
+            "peak_rss_mb": round(peak_rss_mb(), 1)}
+
+
+def bare_fit_seconds(trial, kind: str, cats: list[int], X: np.ndarray, y: np.ndarray,
+                     validation: tuple | None, folds: np.ndarray | None) -> float:
+    """The fit calls the trainer makes for `trial`, timed alone: one fit stopping early on
+    the validation split; or, cross-validated (`folds`), each fold's fit (a booster stopping
+    on its share of the fold's rows) and the refit on every row with their median rounds."""
+    from ctloop.candidates import fit_estimator, fitted_rounds, refit_trial
+    from ctloop.train import fold_rows
+
+    if folds is None:
+        start = time.perf_counter()
+        fit_estimator(trial, kind, X, y, cats, validation=validation)
+        return time.perf_counter() - start
+    seconds, kept = 0.0, []
+    for _, fit_rows, stop, _ in fold_rows(folds, trial.family):
+        X_fit, y_fit = X[fit_rows], y[fit_rows]
+        stop_rows = None if stop is None else (X[stop], y[stop])
+        start = time.perf_counter()
+        fitted = fit_estimator(trial, kind, X_fit, y_fit, cats, validation=stop_rows)
+        seconds += time.perf_counter() - start
+        kept.append(fitted_rounds(fitted, trial.family))
+    rounds = None if kept[0] is None else int(np.median(kept))
+    start = time.perf_counter()
+    fit_estimator(refit_trial(trial, rounds), kind, X, y, cats)
+    return seconds + time.perf_counter() - start
 
 
 def fresh_training(repeats: int, config: Path) -> dict:
@@ -205,6 +240,8 @@ def main() -> None:
                         help="the config `ctloop train` runs (default: the flights demo)")
     parser.add_argument("--task", choices=[*TASKS, "all"],
                         help="training: the flights table with a target of this task")
+    parser.add_argument("--table", choices=sorted(TABLES),
+                        help="training: this public table's development CSV (bench_quality)")
     parser.add_argument("--fresh", action="store_true",
                         help="training: each repeat in a new process (cold workers)")
     parser.add_argument("--emit", type=Path, help=argparse.SUPPRESS)  # for --fresh's runs
@@ -218,6 +255,14 @@ def main() -> None:
                 _save(**{f"training_fresh_process_{task}": fresh_training(args.repeats, config)})
             else:
                 _save(**{f"training_{task}": _in_this_process(args.repeats, config)})
+        return
+    if args.table:
+        config = table_config(args.table)
+        if args.fresh:
+            _save(**{f"training_fresh_process_{args.table}": fresh_training(args.repeats,
+                                                                           config)})
+        else:
+            _save(**{f"training_{args.table}": _in_this_process(args.repeats, config)})
         return
     if args.fresh:
         _save(training_fresh_process=fresh_training(args.repeats, args.config))
@@ -249,6 +294,22 @@ def task_config(task: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / f"{task}.yaml"
     config.write_text(yaml.safe_dump(flights_task_config(task, folder, f"bench-train-{task}")))
+    return config
+
+
+def table_config(name: str) -> Path:
+    """`bench_quality`'s development CSV of table `name` (its test rows left out) and a
+    four-line config for it, kept under results/."""
+    import yaml
+
+    table = TABLES[name]
+    folder = RESULTS / "train-tables"
+    dev_csv, _, _ = split_csvs(name, table, folder)
+    data = {"source": str(dev_csv), "target": table.target}
+    if table.positive_label is not None:
+        data["positive_label"] = table.positive_label
+    config = folder / f"{name}.yaml"
+    config.write_text(yaml.safe_dump({"name": f"bench-train-{name}", "data": data}))
     return config
 
 

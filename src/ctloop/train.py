@@ -207,15 +207,10 @@ def _cross_validate(trial: Trial, encoder: FeatureEncoder, task: Task, X: np.nda
     scores: np.ndarray | None = None
     kept = []
     cats = encoder.categorical_indices
-    for k in np.unique(folds):
-        fit_rows, scored = np.flatnonzero(folds != k), folds == k
-        validation = None
-        if trial.family in BOOSTED:  # the others have no rounds to stop: they fit every row
-            stop = fit_rows[int(k) % _EARLY_STOPPING_SHARE::_EARLY_STOPPING_SHARE]
-            fit_rows = np.setdiff1d(fit_rows, stop, assume_unique=True)
-            validation = (X[stop], y[stop])
+    for k, fit_rows, stop, scored in fold_rows(folds, trial.family):
+        validation = None if stop is None else (X[stop], y[stop])
         X_fit, y_fit = X[fit_rows], y[fit_rows]
-        binned = _binned(data, int(k), X_fit, y_fit, cats, validation) if validation else None
+        binned = _binned(data, k, X_fit, y_fit, cats, validation) if validation else None
         fitted = fit_estimator(trial, task.kind, X_fit, y_fit, cats, validation=validation,
                                deadline=deadline, binned=binned)
         fold_model = TabularModel(encoder, native_model(fitted, trial.family), trial.family,
@@ -230,6 +225,20 @@ def _cross_validate(trial: Trial, encoder: FeatureEncoder, task: Task, X: np.nda
                           deadline=deadline,  # a forest's trees
                           binned=_binned(data, "all", X, y, cats))
     return final, scores, rounds
+
+
+def fold_rows(folds: np.ndarray, family: str) -> Iterator[
+        tuple[int, np.ndarray, np.ndarray | None, np.ndarray]]:
+    """Each fold of a cross-validated trial: its number, the rows its model fits, the rows a
+    boosting family stops early on (every 10th of the others; None for the families with no
+    rounds to stop, which fit them all) and the rows it scores (a mask)."""
+    for k in np.unique(folds):
+        fit_rows, scored = np.flatnonzero(folds != k), folds == k
+        stop = None
+        if family in BOOSTED:
+            stop = fit_rows[int(k) % _EARLY_STOPPING_SHARE::_EARLY_STOPPING_SHARE]
+            fit_rows = np.setdiff1d(fit_rows, stop, assume_unique=True)
+        yield int(k), fit_rows, stop, scored
 
 
 def cv_folds(cfg: Config, dataset: Dataset, rows: int) -> int:
