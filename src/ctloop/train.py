@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
@@ -50,7 +51,7 @@ from ctloop.candidates import (
 from ctloop.config import Config, ConfigError
 from ctloop.data import Dataset, Splits, load_dataset, split_dataset
 from ctloop.features import FeatureEncoder
-from ctloop.model import Members, TabularModel
+from ctloop.model import NATIVE_FAMILIES, Members, TabularModel, import_skops
 from ctloop.search import Search
 from ctloop.tasks import Task, TaskError
 
@@ -600,12 +601,18 @@ class _BestModels:
         self._refits: dict[str, Future] = {}  # trial name -> the folder of its refit model
         self._rendering: dict[str, Future] = {}  # trial name -> its plot folder
         self._uris: dict[str, str] = {}  # trial name -> its logged model
+        self._importing: threading.Thread | None = None  # skops, for scikit-learn models
 
     def while_last_trials_run(self, ranked: list[TrialResult], running: int) -> None:
         """The search has stopped and `running` trials still run: each of them, and the
         ensemble of the trials if one is to come, can still push one trial down."""
         if not ranked:
             return
+        if self._ensemble_to_come or any(  # its import would otherwise wait for the search
+                t.family not in NATIVE_FAMILIES for t in ranked[:self._keep + running]):
+            self._importing = threading.Thread(target=import_skops, name="ctloop-skops",
+                                               daemon=True)
+            self._importing.start()
         if self._refits_best:  # if it is still the best at the end, this refit is logged
             self._refits[ranked[0].name] = self._submit_refit(ranked[0].name)
         certain = ranked[:max(0, self._keep - running - self._ensemble_to_come)]
@@ -632,6 +639,8 @@ class _BestModels:
                 self._run.log_trial_plots(trial.run_id,
                                           Path(self._rendering[trial.name].result()))
         wait(self._refits.values())  # the cancelled ones stop within a boosting round
+        if self._importing is not None:
+            self._importing.join()  # done by now; no thread is left behind the training
         return [dataclasses.replace(trial, model_uri=self._uris[trial.name]) for trial in best]
 
     @property

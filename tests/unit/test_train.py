@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -292,6 +294,10 @@ def test_what_is_certain_is_logged_while_the_last_trial_runs_and_only_the_best_c
     assert [p.name for p in (tmp_path / "refit").glob("*.cancelled")] == ["a.cancelled"]
     assert sorted(run.plots) == ["run-a", "run-b", "run-d"]
     assert len([kind for kind, _ in pool.done if kind == "_render_plots"]) == 3
+    # skops (these are scikit-learn models) was imported in a thread while the last trial
+    # ran; it is gone after the training, so the next one may fork its workers again
+    assert "skops.io" in sys.modules
+    assert not [t for t in threading.enumerate() if t.name == "ctloop-skops"]
 
 
 def test_a_cancelled_refit_stops_and_saves_nothing(tmp_path):
