@@ -584,7 +584,8 @@ class _BestModels:
     What is certain before the search ends is started while its last trials run, on the
     worker they leave free and in this process, which then only waits: the refit of the
     best so far, the plots of the trials sure to stay among the best `keep`, and the models
-    of those among them sure not to be the best (the best so far stays ahead of them)."""
+    of those among them sure not to be refitted (all of them when cross-validated, else
+    those behind the best so far, which stays ahead of them)."""
 
     @dataclass(frozen=True)
     class Rows:
@@ -618,7 +619,9 @@ class _BestModels:
         certain = ranked[:max(0, self._keep - running - self._ensemble_to_come)]
         for trial in certain:
             self._render(trial.name)
-        for trial in certain[1:]:
+        # The best so far is logged at the end if refitted (it may stay the best); a
+        # cross-validated one was fitted on every row already and is logged as it is.
+        for trial in certain[1:] if self._refits_best else certain:
             self._log(trial, refitted=None)
 
     def log(self, best: list[TrialResult]) -> list[TrialResult]:

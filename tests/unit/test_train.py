@@ -300,6 +300,35 @@ def test_what_is_certain_is_logged_while_the_last_trial_runs_and_only_the_best_c
     assert not [t for t in threading.enumerate() if t.name == "ctloop-skops"]
 
 
+@pytest.mark.parametrize("ensemble_to_come", [False, True])
+def test_cross_validated_models_sure_to_be_logged_are_logged_while_the_last_trial_runs(
+        tmp_path, ensemble_to_come):
+    """Cross-validated trials were fitted on every row: nothing is refitted, so each trial
+    sure to stay among the best three, the best so far included, is logged while the last
+    trial runs, and the end logs only the rest."""
+    from ctloop.train import _BestModels
+
+    trials, finished = [], {}
+    for number, (name, auc) in enumerate([("a", 0.80), ("b", 0.75), ("c", 0.70),
+                                          ("d", 0.85)]):
+        trial, outcome = _finished(name, auc)
+        trials.append(TrialResult(name, "linear", f"run-{name}", trial.metrics))
+        finished[name] = dataclasses.replace(outcome, trial=Trial(number, "linear", {}, 0),
+                                             model=_SavedModel())
+    run, pool = _RecordingRun(), _LocalPool(tmp_path)
+    best = _BestModels(run, pool, str(tmp_path), _Encoder(), finished, _BestModels.Rows(
+        np.zeros(1), fitted_rows=1000, train_rows=1000), example=None, plots=True, keep=3,
+        ensemble_to_come=ensemble_to_come)
+    key = BinaryTask("Yes", "No").sort_key("roc_auc")
+    best.while_last_trials_run(_ranked(trials[:3], key, "roc_auc"), running=1)
+    early = [("run-a", 1000)] if ensemble_to_come else [("run-a", 1000), ("run-b", 1000)]
+    assert run.models == early
+    logged = best.log(_ranked(trials, key, "roc_auc")[:3])
+    assert [t.name for t in logged] == ["d", "a", "b"] and all(t.model_uri for t in logged)
+    assert sorted(run.models) == [("run-a", 1000), ("run-b", 1000), ("run-d", 1000)]
+    assert not [kind for kind, _ in pool.done if kind == "_refit"]
+
+
 def test_a_cancelled_refit_stops_and_saves_nothing(tmp_path):
     """The refit of a best that a later trial beat: told to stop, it ends within a round
     and leaves no model behind to be logged by mistake."""
