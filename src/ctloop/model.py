@@ -243,13 +243,18 @@ def _load_members(folder: Path, meta: Mapping[str, Any], encoder: FeatureEncoder
 
 
 def _load_skops(path: Path) -> Any:
+    """The estimator, if it holds no type outside skops' defaults and the allowlist: skops
+    audits the file as it loads it (auditing it first as well cost a third more, 0.1-0.2 s
+    for a HistGradientBoosting model or an ensemble)."""
     import skops.io
+    from skops.io.exceptions import UntrustedTypesFoundException
 
-    untrusted = set(skops.io.get_untrusted_types(file=path))
-    refused = sorted(untrusted - SKOPS_TRUSTED_TYPES)
-    if refused:
-        raise ModelLoadError(f"{path}: refusing to load untrusted type {refused[0]}")
-    return skops.io.load(path, trusted=sorted(untrusted))
+    try:
+        return skops.io.load(path, trusted=sorted(SKOPS_TRUSTED_TYPES))
+    except UntrustedTypesFoundException:
+        refused = sorted(set(skops.io.get_untrusted_types(file=path)) - SKOPS_TRUSTED_TYPES)
+        raise ModelLoadError(f"{path}: refusing to load untrusted type "
+                             f"{refused[0] if refused else '(unnamed)'}") from None
 
 
 def _load_pyfunc(data_path: str) -> TabularModel:
