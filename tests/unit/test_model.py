@@ -73,7 +73,10 @@ def test_records_without_pandas_frames_are_accepted(churn, tmp_path):
     assert len(model.predict(pd.DataFrame(records))) == 3
 
 
-def test_an_ensemble_saves_its_members_and_predicts_their_weighted_average(churn, tmp_path):
+def test_an_ensemble_saves_its_members_and_predicts_their_weighted_average(churn, tmp_path,
+                                                                          monkeypatch):
+    import skops.io
+
     from ctloop.model import Members
 
     frame, encoder, X, y = churn
@@ -86,7 +89,15 @@ def test_an_ensemble_saves_its_members_and_predicts_their_weighted_average(churn
     weights = (0.5, 0.3, 0.2)
     model = TabularModel(encoder, Members(tuple(members), weights, ("x-0", "l-1", "r-2")),
                          "ensemble", task)
+    members[1].save(tmp_path / "logged-l-1")  # a member logged on its own trial first
+    dumped: list[str] = []
+    library_dump = skops.io.dump
+    monkeypatch.setattr(skops.io, "dump", lambda obj, file: (
+        dumped.append(type(obj).__name__), library_dump(obj, file)))
     model.save(tmp_path / "m")
+    # that member's folder is copied as it was saved: only the forest is saved by skops here
+    assert len(dumped) == 1 and sorted(p.name for p in (tmp_path / "m/member-01").iterdir()) \
+        == sorted(p.name for p in (tmp_path / "logged-l-1").iterdir())
     loaded = _load_pyfunc(str(tmp_path / "m"))
     raw = frame.drop(columns=["churn"]).head(300).copy()
     raw.loc[0, "contract"] = "never-seen"
