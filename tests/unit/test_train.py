@@ -255,15 +255,9 @@ class _LocalPool:
         return future
 
 
-@pytest.mark.parametrize("ensemble_to_come", [False, True])
-def test_what_is_certain_is_logged_while_the_last_trial_runs_and_only_the_best_carry_a_model(
-        tmp_path, ensemble_to_come):
-    """Three models are logged; one trial still runs. The best two so far are sure to stay
-    among the best three (their plots render now), and the second is sure not to be the
-    best (its model is logged now). The last trial then wins: it is refitted and logged,
-    the former best is logged unrefitted, and nothing is logged twice or for the fourth.
-    With an ensemble still to come, only the best so far is sure to stay: nothing is
-    logged early."""
+def _four_trials_logged_by_three(tmp_path, train_rows: int, ensemble_to_come: bool):
+    """Trials a, b, c and d (the best, last) and a `_BestModels` keeping three, its best
+    fitted on 1000 rows (the others on `train_rows`), recording what it logs and runs."""
     from ctloop.train import _BestModels
 
     trials, finished = [], {}
@@ -275,8 +269,22 @@ def test_what_is_certain_is_logged_while_the_last_trial_runs_and_only_the_best_c
                                              model=_SavedModel())
     run, pool = _RecordingRun(), _LocalPool(tmp_path)
     best = _BestModels(run, pool, str(tmp_path), _Encoder(), finished, _BestModels.Rows(
-        np.zeros(1), fitted_rows=1000, train_rows=800), example=None, plots=True, keep=3,
-        ensemble_to_come=ensemble_to_come)
+        np.zeros(1), fitted_rows=1000, train_rows=train_rows), example=None, plots=True,
+        keep=3, ensemble_to_come=ensemble_to_come)
+    return trials, run, pool, best
+
+
+@pytest.mark.parametrize("ensemble_to_come", [False, True])
+def test_what_is_certain_is_logged_while_the_last_trial_runs_and_only_the_best_carry_a_model(
+        tmp_path, ensemble_to_come):
+    """Three models are logged; one trial still runs. The best two so far are sure to stay
+    among the best three (their plots render now), and the second is sure not to be the
+    best (its model is logged now). The last trial then wins: it is refitted and logged,
+    the former best is logged unrefitted, and nothing is logged twice or for the fourth.
+    With an ensemble still to come, only the best so far is sure to stay: nothing is
+    logged early."""
+    trials, run, pool, best = _four_trials_logged_by_three(tmp_path, 800,
+                                                           ensemble_to_come)
     key = BinaryTask("Yes", "No").sort_key("roc_auc")
     best.while_last_trials_run(_ranked(trials[:3], key, "roc_auc"), running=1)
     early_plots = [what for kind, what in pool.done if kind == "_render_plots"]
@@ -306,19 +314,8 @@ def test_cross_validated_models_sure_to_be_logged_are_logged_while_the_last_tria
     """Cross-validated trials were fitted on every row: nothing is refitted, so each trial
     sure to stay among the best three, the best so far included, is logged while the last
     trial runs, and the end logs only the rest."""
-    from ctloop.train import _BestModels
-
-    trials, finished = [], {}
-    for number, (name, auc) in enumerate([("a", 0.80), ("b", 0.75), ("c", 0.70),
-                                          ("d", 0.85)]):
-        trial, outcome = _finished(name, auc)
-        trials.append(TrialResult(name, "linear", f"run-{name}", trial.metrics))
-        finished[name] = dataclasses.replace(outcome, trial=Trial(number, "linear", {}, 0),
-                                             model=_SavedModel())
-    run, pool = _RecordingRun(), _LocalPool(tmp_path)
-    best = _BestModels(run, pool, str(tmp_path), _Encoder(), finished, _BestModels.Rows(
-        np.zeros(1), fitted_rows=1000, train_rows=1000), example=None, plots=True, keep=3,
-        ensemble_to_come=ensemble_to_come)
+    trials, run, pool, best = _four_trials_logged_by_three(tmp_path, 1000,
+                                                           ensemble_to_come)
     key = BinaryTask("Yes", "No").sort_key("roc_auc")
     best.while_last_trials_run(_ranked(trials[:3], key, "roc_auc"), running=1)
     early = [("run-a", 1000)] if ensemble_to_come else [("run-a", 1000), ("run-b", 1000)]
