@@ -312,18 +312,19 @@ def _fit_lightgbm(wrapper: Any, trial: Trial, kind: str, rows: BinnedRows, stopp
     booster = lgb.train(params, train, num_boost_round=wrapper.n_estimators,
                         valid_sets=[validation] if stopping else None, callbacks=callbacks)
     scores = None if kept is None else kept.of(booster)
-    if scores is not None and on_validation_scores is not None:
-        on_validation_scores(scores)
+    if scores is not None:
+        on_validation_scores(scores)  # type: ignore[misc]  # set whenever `kept` is
     return booster
 
 
 class _BestValidationScores:
     """A LightGBM callback keeping the validation rows' scores as of the best round so far:
     LightGBM updates them tree by tree to compute the loss it stops on, and reading them
-    (on rounds that beat the best) costs a third of predicting those rows again with the
-    kept rounds (80-250 ms a trial on the flights table); they equal that prediction bit for
-    bit (tested). The best round is the early-stopping callback's: the first round, then
-    every round whose first metric is strictly better."""
+    (on rounds that beat the best) costs less than half of predicting those rows again with
+    the kept rounds (35 ms against 80 ms for 243 rounds on the flights table's 11,678
+    validation rows); they equal that prediction bit for bit (tested). The best round is
+    the early-stopping callback's: the first round, then every round whose first metric is
+    strictly better."""
 
     order = 20  # before lightgbm's early stopping (order 30) ends training in its round
 
