@@ -402,8 +402,8 @@ def _fit_hgb(estimator: Any, X: np.ndarray, y: np.ndarray,
     finally:
         for name in overrides:
             delattr(estimator, name)
-    if raw_validation and on_validation_scores is not None:
-        on_validation_scores(_hgb_scores(estimator, raw_validation[0]))
+    if raw_validation:
+        on_validation_scores(_hgb_scores(estimator, raw_validation[0]))  # type: ignore[misc]
 
 
 def _hgb_scores(estimator: Any, raw: np.ndarray) -> np.ndarray:

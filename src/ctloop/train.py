@@ -643,7 +643,7 @@ class _BestModels:
                                           Path(self._rendering[trial.name].result()))
         wait(self._refits.values())  # the cancelled ones stop within a boosting round
         if self._importing is not None:
-            self._importing.join()  # done by now; no thread is left behind the training
+            self._importing.join()  # no thread is left behind the training (see workers)
         return [dataclasses.replace(trial, model_uri=self._uris[trial.name]) for trial in best]
 
     @property
