@@ -191,7 +191,8 @@ def bare_fit_seconds(trial, kind: str, cats: list[int], X: np.ndarray, y: np.nda
         fit_estimator(trial, kind, X, y, cats, validation=validation)
         return time.perf_counter() - start
     seconds, kept = 0.0, []
-    for _, fit_rows, stop, _ in fold_rows(folds, trial.family):
+    classes = None if kind == "regression" else y.astype(np.int64)
+    for _, fit_rows, stop, _ in fold_rows(folds, trial.family, classes):
         X_fit, y_fit = X[fit_rows], y[fit_rows]
         stop_rows = None if stop is None else (X[stop], y[stop])
         start = time.perf_counter()

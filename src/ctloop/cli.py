@@ -111,7 +111,7 @@ def _render_ranking(result) -> None:
     why = ("the time budget (training.time_budget)" if result.stopped_by == "time_budget"
            else "the trial limit (training.trials, candidates.<family>.trials)")
     ranked = (f"{result.cv_folds}-fold cross-validation on the training + validation rows "
-              "(training.cv_folds)" if result.cv_folds else "the validation split")
+              f"({result.cv_reason})" if result.cv_folds else "the validation split")
     out.print(f"search: {result.searched} trials in {result.search_seconds:.1f} s, "
               f"stopped by {why}; ranked by {ranked}", highlight=False)
     for trial in result.trials:

@@ -160,9 +160,9 @@ class TrainingConfig(_Section):
     logged_models: int = Field(default=3, ge=1)
     # Trials ranked by k-fold cross-validation on the training + validation rows instead of
     # the one validation split. None: 5 folds for tables without a time column and at most
-    # `ctloop.train.CV_MAX_ROWS` such rows (where one split is too few rows to rank on),
-    # else off; 0: never; k >= 2: always k folds (not with a time column: the folds would
-    # train on the future).
+    # `ctloop.train.CV_MAX_ROWS` such rows (where one split is too few rows to rank on), or
+    # as many as the rarest class has rows if fewer, else off; 0: never; k >= 2: always k
+    # folds (not with a time column: the folds would train on the future).
     cv_folds: int | None = Field(default=None, ge=0)
     # With cross-validation: also try a weighted average of the best trials (chosen on their
     # out-of-fold scores), ranked with them; it becomes the champion only if it is better.

@@ -92,6 +92,7 @@ class TrainResult:
     search_seconds: float = 0.0
     searched: int = 0  # trials the search ran (`trials` also holds any ensemble of them)
     cv_folds: int = 0  # > 0: trials ranked by cross-validation instead of the validation split
+    cv_reason: str = ""  # why that many folds, as the training output says it
 
     @property
     def best(self) -> TrialResult:
@@ -208,7 +209,8 @@ def _cross_validate(trial: Trial, encoder: FeatureEncoder, task: Task, X: np.nda
     scores: np.ndarray | None = None
     kept = []
     cats = encoder.categorical_indices
-    for k, fit_rows, stop, scored in fold_rows(folds, trial.family):
+    classes = None if task.kind == "regression" else y.astype(np.int64)
+    for k, fit_rows, stop, scored in fold_rows(folds, trial.family, classes):
         validation = None if stop is None else (X[stop], y[stop])
         X_fit, y_fit = X[fit_rows], y[fit_rows]
         binned = _binned(data, k, X_fit, y_fit, cats, validation) if validation else None
@@ -228,26 +230,42 @@ def _cross_validate(trial: Trial, encoder: FeatureEncoder, task: Task, X: np.nda
     return final, scores, rounds
 
 
-def fold_rows(folds: np.ndarray, family: str) -> Iterator[
+def fold_rows(folds: np.ndarray, family: str, classes: np.ndarray | None = None) -> Iterator[
         tuple[int, np.ndarray, np.ndarray | None, np.ndarray]]:
     """Each fold of a cross-validated trial: its number, the rows its model fits, the rows a
     boosting family stops early on (every 10th of the others; None for the families with no
-    rounds to stop, which fit them all) and the rows it scores (a mask)."""
+    rounds to stop, which fit them all) and the rows it scores (a mask). `classes` (each
+    row's class code): a class's last rows in a fold's share are fitted, not stopped on, so
+    that every fold's model knows every class (a class may have as few rows as folds)."""
     for k in np.unique(folds):
         fit_rows, scored = np.flatnonzero(folds != k), folds == k
         stop = None
         if family in BOOSTED:
             stop = fit_rows[int(k) % _EARLY_STOPPING_SHARE::_EARLY_STOPPING_SHARE]
+            if classes is not None:
+                fitted = np.bincount(classes[fit_rows]) - np.bincount(
+                    classes[stop], minlength=int(classes[fit_rows].max()) + 1)
+                stop = stop[fitted[classes[stop]] > 0]
             fit_rows = np.setdiff1d(fit_rows, stop, assume_unique=True)
         yield int(k), fit_rows, stop, scored
 
 
-def cv_folds(cfg: Config, dataset: Dataset, rows: int) -> int:
-    """How many folds rank the trials (0: the validation split does)."""
+def cv_folds(cfg: Config, dataset: Dataset, y: np.ndarray) -> tuple[int, str]:
+    """How many folds rank the trials (0: the validation split does) on the training +
+    validation rows' labels `y`, and why. Left to ctloop, a small table gets 5 folds, or as
+    many as its rarest class has rows: stratified folds put a class in every fold's scored
+    rows only if it has a row for each (a class of 5 rows keeps 4 after the holdout)."""
     wanted = cfg.training.cv_folds
     if wanted is None:
-        small = dataset.time_column is None and rows <= CV_MAX_ROWS
-        return CV_DEFAULT_FOLDS if small else 0
+        if dataset.time_column is not None or len(y) > CV_MAX_ROWS:
+            return 0, ""
+        small = f"at most {CV_MAX_ROWS:,} rows and no time column"
+        rarest, label = _rarest_class(dataset.task, y)
+        if rarest >= CV_DEFAULT_FOLDS:
+            return CV_DEFAULT_FOLDS, small
+        if rarest < 2:
+            return 0, ""
+        return rarest, f"{small}; {rarest} folds, as class {label!r} has {rarest} rows"
     if wanted == 1:
         raise ConfigError("training.cv_folds: 1 fold is no cross-validation; use 0 (the "
                           "validation split) or 2 or more folds")
@@ -255,7 +273,24 @@ def cv_folds(cfg: Config, dataset: Dataset, rows: int) -> int:
         raise ConfigError(f"training.cv_folds: {wanted} folds would train on rows later "
                           f"than those they score (data.time_column '{dataset.time_column}' "
                           "orders the rows); use 0 or remove the time column")
-    return wanted
+    if wanted:
+        rarest, _ = _rarest_class(dataset.task, y)
+        if rarest < wanted:
+            raise ConfigError(f"training.cv_folds: {wanted} folds need at least {wanted} "
+                              f"rows of every class in the training and validation rows "
+                              f"(the rarest has {rarest}); use fewer folds or 0")
+    return wanted, "training.cv_folds"
+
+
+def _rarest_class(task: Task, y: np.ndarray) -> tuple[int, Any]:
+    """The rows of the rarest class among `y` (every row, for regression), and its label."""
+    if task.kind == "regression":
+        return len(y), None
+    counts = np.bincount(y.astype(np.int64))
+    code = int(np.argmin(counts))
+    if task.kind == "binary":
+        return int(counts[code]), task.positive_label if code else task.negative_label
+    return int(counts[code]), task.classes[code]
 
 
 def _fold_ids(task: Task, y: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -266,11 +301,6 @@ def _fold_ids(task: Task, y: np.ndarray, folds: int, seed: int) -> np.ndarray:
     if task.kind == "regression":
         splitter = KFold(folds, shuffle=True, random_state=seed).split(y)
     else:
-        least = int(np.bincount(y.astype(np.int64)).min(initial=len(y)))
-        if least < folds:
-            raise ConfigError(f"training.cv_folds: {folds} folds need at least {folds} rows "
-                              f"of every class in the training and validation rows (the "
-                              f"rarest has {least}); use fewer folds or 0")
         splitter = StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y)
     for k, (_, scored) in enumerate(splitter):
         ids[scored] = k
@@ -347,8 +377,8 @@ def _train(cfg: Config, local: Executor, started: float, on_progress: ProgressCa
     encoder = FeatureEncoder.fit(splits.train.frame, dataset.feature_columns, dataset.kinds,
                                  cfg.data.features.max_categories)
     rows_fitted = len(splits.train.frame) + len(splits.validation.frame)
-    folds = cv_folds(cfg, dataset, rows_fitted)
     y_fitted = np.concatenate([splits.train.y, splits.validation.y])
+    folds, folds_reason = cv_folds(cfg, dataset, y_fitted)
     arrays = (encoder.encode_frame(splits.train.frame), splits.train.y,
               encoder.encode_frame(splits.validation.frame), splits.validation.y,
               _fold_ids(task, y_fitted, folds, cfg.training.seed) if folds
@@ -378,7 +408,7 @@ def _train(cfg: Config, local: Executor, started: float, on_progress: ProgressCa
     result = TrainResult("", cfg.name, metric, task=task.describe(),
                          task_reason=dataset.task_reason, window=window, rows=rows,
                          excluded=dict(dataset.excluded), notes=dict(dataset.notes),
-                         cv_folds=folds)
+                         cv_folds=folds, cv_reason=folds_reason)
     with (
         tempfile.TemporaryDirectory(prefix="ctloop-train-") as workdir,
         tracking.training_run(cfg.name, f"train-{time.strftime('%Y%m%d-%H%M%S')}", params,

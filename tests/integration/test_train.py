@@ -227,6 +227,28 @@ def test_small_tables_rank_trials_by_cross_validation(tmp_path, mlflow_store):
     assert decision.promoted
 
 
+@pytest.mark.slow
+def test_a_four_line_config_trains_on_a_table_with_a_class_of_five_rows(tmp_path, mlflow_store):
+    """Left to ctloop, the folds fit the rarest class (4 rows after the holdout: 4 folds),
+    and the champion scores every class."""
+    rng = np.random.default_rng(4)
+    engine = np.repeat(["turbo-fan", "turbo-jet", "reciprocating"], [400, 150, 5])
+    seats = np.where(engine == "reciprocating", 4, np.where(engine == "turbo-jet", 60, 180))
+    frame = pd.DataFrame({"seats": seats + rng.integers(0, 20, len(engine)),
+                          "speed": rng.normal(size=len(engine)), "engine": engine})
+    frame.to_csv(tmp_path / "planes.csv", index=False)
+    config = write_config(tmp_path, {
+        "name": "planes-engine", "data": {"source": "planes.csv", "target": "engine"},
+        "training": {"plots": False, "candidates": {"lightgbm": {"trials": 1},
+                                                    "linear": {"trials": 1}}}})
+    result = loop.train(load_config(config))
+    assert result.cv_folds == 4
+    assert "as class 'reciprocating' has 4 rows" in result.cv_reason
+    model = mlflow.pyfunc.load_model(result.best.model_uri)
+    scored = model.predict(frame.drop(columns="engine").iloc[[0, 420, 552]])
+    assert scored["label"].tolist() == ["turbo-fan", "turbo-jet", "reciprocating"]
+
+
 def test_cross_validation_is_refused_with_a_time_column(tmp_path, mlflow_store):
     frame = make_churn(300, seed=9)
     frame["signed_up"] = pd.date_range("2024-01-01", periods=len(frame), freq="D")

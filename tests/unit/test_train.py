@@ -351,3 +351,64 @@ def test_a_cancelled_refit_stops_and_saves_nothing(tmp_path):
 
 class _Encoder:
     feature_names = ("x",)
+
+
+def _engines(tmp_path, rare_rows: int, **training) -> tuple:
+    """A four-line config on a multiclass table whose rarest class has `rare_rows` rows,
+    loaded and split as `ctloop train` does; with the training + validation labels."""
+    import pandas as pd
+
+    from ctloop.config import load_config
+    from ctloop.data import load_dataset, split_dataset
+    from tests.conftest import write_config
+
+    rng = np.random.default_rng(3)
+    counts = {"turbo-fan": 300, "turbo-jet": 120, "reciprocating": rare_rows}
+    engine = np.repeat(list(counts), list(counts.values()))
+    pd.DataFrame({"seats": rng.integers(2, 400, len(engine)), "speed": rng.normal(size=len(
+        engine)), "engine": engine}).to_csv(tmp_path / "planes.csv", index=False)
+    cfg = load_config(write_config(tmp_path, {
+        "name": "planes", "data": {"source": "planes.csv", "target": "engine"},
+        **({"training": training} if training else {})}))
+    dataset = load_dataset(cfg.data)
+    splits = split_dataset(dataset, cfg.split)
+    return cfg, dataset, np.concatenate([splits.train.y, splits.validation.y])
+
+
+def test_a_rare_class_gets_as_many_folds_as_its_rows_and_the_output_says_why(tmp_path):
+    """A class of 5 rows keeps 4 after the holdout: left to ctloop, 4 folds (each scores
+    one of them), not an error about a setting the user never made."""
+    from ctloop.train import cv_folds
+
+    cfg, dataset, y = _engines(tmp_path, rare_rows=5)
+    assert cv_folds(cfg, dataset, y) == (
+        4, "at most 20,000 rows and no time column; 4 folds, as class 'reciprocating' has "
+           "4 rows")
+    cfg, dataset, y = _engines(tmp_path, rare_rows=40)
+    assert cv_folds(cfg, dataset, y) == (5, "at most 20,000 rows and no time column")
+
+
+def test_folds_the_user_asks_for_must_fit_the_rarest_class(tmp_path):
+    from ctloop.config import ConfigError
+    from ctloop.train import cv_folds
+
+    cfg, dataset, y = _engines(tmp_path, rare_rows=5, cv_folds=5)
+    with pytest.raises(ConfigError, match=r"training\.cv_folds: 5 folds need at least 5 rows "
+                                          r"of every class .* \(the rarest has 4\)"):
+        cv_folds(cfg, dataset, y)
+    cfg, dataset, y = _engines(tmp_path, rare_rows=5, cv_folds=3)
+    assert cv_folds(cfg, dataset, y) == (3, "training.cv_folds")
+
+
+def test_a_class_with_few_rows_in_a_fold_is_fitted_not_stopped_on():
+    """Every 10th row of a fold's share is its early-stopping set; a class whose rows there
+    would all be stopping rows keeps them for the fit, so each fold's model knows it."""
+    from ctloop.train import fold_rows
+
+    folds = np.repeat(np.arange(2), 40).astype(np.int8)
+    classes = np.zeros(80, dtype=np.int64)
+    classes[[40, 50, 60]] = [2, 1, 1]  # fold 0 fits rows 40..79, stops on 40, 50, 60, 70
+    (_, fit_rows, stop, _), _ = fold_rows(folds, "lightgbm", classes)
+    assert {40, 50, 60} <= set(fit_rows) and list(stop) == [70]
+    (_, plain_fit, plain_stop, _), _ = fold_rows(folds, "lightgbm")
+    assert list(plain_stop) == [40, 50, 60, 70] and 40 not in plain_fit
