@@ -54,6 +54,7 @@ from ctloop.features import FeatureEncoder
 from ctloop.model import NATIVE_FAMILIES, Members, TabularModel, import_skops
 from ctloop.search import Search
 from ctloop.tasks import Task, TaskError
+from ctloop.tasks.base import shown
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +266,7 @@ def cv_folds(cfg: Config, dataset: Dataset, y: np.ndarray) -> tuple[int, str]:
             return CV_DEFAULT_FOLDS, small
         if rarest < 2:
             return 0, ""
-        return rarest, f"{small}; {rarest} folds, as class {label!r} has {rarest} rows"
+        return rarest, f"{small}; {rarest} folds, as class {shown(label)} has {rarest} rows"
     if wanted == 1:
         raise ConfigError("training.cv_folds: 1 fold is no cross-validation; use 0 (the "
                           "validation split) or 2 or more folds")

@@ -52,6 +52,18 @@ def test_binary_labels_need_a_positive_label_unless_it_is_obvious():
         resolve_task(pd.Series(["Yes", "No"]), None, "maybe")
 
 
+def test_labels_read_from_a_csv_are_shown_as_written():
+    """pandas reads 0/1 and 3/5 columns as numpy integers; a message shows `0`, not
+    `np.int64(0)`."""
+    task, reason = resolve_task(pd.Series(np.array([0, 1, 1])), None)
+    assert "2 distinct values (0, 1)" in reason
+    assert task.describe().startswith("binary (1 positive vs 0,")
+    with pytest.raises(TaskError, match=r"binary target with labels 3, 5: set"):
+        resolve_task(pd.Series(np.array([3, 5, 5])), "binary")
+    multiclass = resolve_task(pd.Series(np.array([2.0, 0.0, 1.0] * 20)), None)[0]
+    assert multiclass.describe() == "multiclass (3 classes: 0.0, 1.0, 2.0)"
+
+
 def test_too_many_text_classes_is_an_error_that_says_what_to_do():
     with pytest.raises(TaskError, match=r"too many classes; set data\.task"):
         resolve_task(pd.Series([f"name-{i}" for i in range(300)]), None)

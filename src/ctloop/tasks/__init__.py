@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ctloop.tasks.base import Task, TaskError, jsonable
+from ctloop.tasks.base import Task, TaskError, jsonable, shown
 from ctloop.tasks.binary import BinaryTask
 from ctloop.tasks.multiclass import MulticlassTask
 from ctloop.tasks.regression import RegressionTask
@@ -60,8 +60,8 @@ def _numeric(values: pd.Series) -> pd.Series | None:
 def _infer(values: pd.Series) -> tuple[str, str]:
     distinct = values.nunique()
     if distinct == 2:
-        shown = ", ".join(map(repr, _sorted(list(pd.unique(values)))))
-        return "binary", f"2 distinct values ({shown})"
+        labels = ", ".join(map(shown, _sorted(list(pd.unique(values)))))
+        return "binary", f"2 distinct values ({labels})"
     numbers = _numeric(values)
     if numbers is not None:
         integral = bool(np.all(np.mod(numbers, 1) == 0))
@@ -82,7 +82,7 @@ def _positive(values: list[Any], declared: Any) -> Any:
             if value == declared or str(value) == str(declared):
                 return value
         raise TaskError(f"positive_label {declared!r} does not occur in the target "
-                        f"(values: {', '.join(map(repr, values))})")
+                        f"(values: {', '.join(map(shown, values))})")
     if all(isinstance(v, bool | np.bool_) for v in values):
         return next(v for v in values if bool(v))
     if all(isinstance(v, int | float | np.integer | np.floating) for v in values) and \
@@ -92,7 +92,7 @@ def _positive(values: list[Any], declared: Any) -> Any:
     if set(text) == {"true", "false"}:
         return text["true"]
     raise TaskError("binary target with labels "
-                    f"{', '.join(map(repr, values))}: set data.positive_label to the positive "
+                    f"{', '.join(map(shown, values))}: set data.positive_label to the positive "
                     "one (only 0/1 and true/false labels are understood without it)")
 
 

@@ -139,6 +139,11 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def shown(value: Any) -> str:
+    """A label as a user reads it in a message: `0`, not `np.int64(0)`."""
+    return repr(jsonable(value))
+
+
 def probabilities_ok(p: np.ndarray) -> bool:
     return bool(p.size) and bool(np.all(np.isfinite(p))) and bool(
         np.all((p >= 0.0) & (p <= 1.0)))

@@ -13,7 +13,14 @@ from sklearn.metrics import average_precision_score
 
 from ctloop import metrics, plots
 from ctloop.metrics import Sampler
-from ctloop.tasks.base import Task, TaskError, column_scores, jsonable, probabilities_ok
+from ctloop.tasks.base import (
+    Task,
+    TaskError,
+    column_scores,
+    jsonable,
+    probabilities_ok,
+    shown,
+)
 
 
 def label_type(value: Any) -> str:
@@ -130,5 +137,5 @@ class BinaryTask(Task):
                 "negative_label": jsonable(self.negative_label), "threshold": self.threshold}
 
     def describe(self) -> str:
-        return (f"binary ({self.positive_label!r} positive vs {self.negative_label!r}, "
+        return (f"binary ({shown(self.positive_label)} positive vs {shown(self.negative_label)}, "
                 f"threshold {self.threshold:.3f})")

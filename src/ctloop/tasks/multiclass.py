@@ -13,7 +13,7 @@ from sklearn.metrics import f1_score
 
 from ctloop import metrics, plots
 from ctloop.metrics import Sampler
-from ctloop.tasks.base import Task, TaskError, jsonable, probabilities_ok
+from ctloop.tasks.base import Task, TaskError, jsonable, probabilities_ok, shown
 from ctloop.tasks.binary import label_dtype, label_type
 
 
@@ -122,6 +122,6 @@ class MulticlassTask(Task):
         return {"kind": self.kind, "classes": [jsonable(c) for c in self.classes]}
 
     def describe(self) -> str:
-        shown = ", ".join(map(repr, self.classes[:8])) + (", ..." if len(self.classes) > 8
+        listed = ", ".join(map(shown, self.classes[:8])) + (", ..." if len(self.classes) > 8
                                                           else "")
-        return f"multiclass ({len(self.classes)} classes: {shown})"
+        return f"multiclass ({len(self.classes)} classes: {listed})"
