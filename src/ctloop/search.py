@@ -11,10 +11,15 @@ they lie in the search space (`candidates.DEFAULT_POINTS`); then TPE takes over 
 `STARTUP_TRIALS` draws are seeded random ones).
 
 Reproducibility with parallel workers: trial k is asked only after exactly the trials
-0 .. k - lag - 1 have been told, in trial order, whatever order they finished in (`lag` is
-twice the number of workers, so a worker rarely waits). The sequence of trials therefore
-depends on the seed, the config and the number of workers only, never on timing; a time
-budget only cuts that sequence short. Optuna's own `n_jobs` gives no such guarantee.
+0 .. k - lag - 1 have been told, whatever order they finished in (`lag` is twice the number
+of workers, so a worker rarely waits), except that a random forest's result is needed only
+`FOREST_LAG` times `lag` trials later still. A forest has no early stopping: its trial takes
+as long as its trees, five to ten boosting trials' time on a 20,000-row table, and holding
+up every trial after the next `lag` until it ends left a worker idle for a fifth of the
+search. Which results the sampler has seen at each ask depends on the trial numbers and
+their families only, so the sequence of trials depends on the seed, the config and the
+number of workers, never on timing; a time budget only cuts that sequence short. Optuna's
+own `n_jobs` gives no such guarantee.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from ctloop.candidates import DEFAULT_POINTS, Trial
 from ctloop.config import CandidateConfig
 
 STARTUP_TRIALS = 10  # random draws before TPE models the results
+FOREST_LAG = 3  # a forest's result is told this many times `lag` trials after a booster's
 FAMILY = "family"
 
 
@@ -58,7 +64,7 @@ class Search:
         self._asked: list[Trial] = []
         self._optuna_numbers: list[int] = []
         self._finished: dict[int, float] = {}
-        self._told = 0
+        self._untold: set[int] = set()  # asked, not yet told to the sampler
         self._per_family = dict.fromkeys(self._families, 0)
 
     @property
@@ -74,12 +80,13 @@ class Search:
     def can_ask(self) -> bool:
         """Whether the next trial's inputs are all known (the trials it must wait for are
         done), telling those results to the sampler in trial order."""
-        needed = len(self._asked) - self._lag
-        while self._told < needed:
-            if self._told not in self._finished:
-                return False
-            self._tell(self._told, self._finished.pop(self._told))
-            self._told += 1
+        needed = sorted(j for j in self._untold if j < len(self._asked) - self._lag * (
+            1 + FOREST_LAG * (self._asked[j].family == "random_forest")))
+        if any(j not in self._finished for j in needed):
+            return False
+        for j in needed:
+            self._tell(j, self._finished.pop(j))
+            self._untold.remove(j)
         return True
 
     def ask(self) -> Trial:
@@ -102,6 +109,7 @@ class Search:
         self._per_family[family] += 1
         chosen = Trial(len(self._asked), family, params, self._seed)
         self._asked.append(chosen)
+        self._untold.add(chosen.number)
         self._optuna_numbers.append(trial.number)
         return chosen
 

@@ -7,7 +7,7 @@ import pytest
 
 from ctloop.candidates import DEFAULT_POINTS
 from ctloop.config import CandidateConfig, ConfigError, TrainingConfig
-from ctloop.search import Search
+from ctloop.search import FOREST_LAG, Search
 
 SPACES = {
     "xgboost": CandidateConfig(trials=6, search={
@@ -25,13 +25,14 @@ def _value(trial) -> float:
     """A made-up metric that prefers lightgbm with many leaves."""
     if trial.family == "lightgbm":
         return 0.8 + trial.params["num_leaves"] / 1000
-    return {"xgboost": 0.75, "linear": 0.7}[trial.family]
+    return {"xgboost": 0.75, "linear": 0.7, "random_forest": 0.72}[trial.family]
 
 
-def _run(seed: int, workers: int, finish_order_seed: int | None = None, trials: int = 14):
+def _run(seed: int, workers: int, finish_order_seed: int | None = None, trials: int = 14,
+         spaces=SPACES):
     """Drive a search as the trainer does: `workers` trials in flight, finishing in a
     shuffled order."""
-    search = Search(SPACES, seed=seed, max_trials=trials, minimize=False, lag=2 * workers)
+    search = Search(spaces, seed=seed, max_trials=trials, minimize=False, lag=2 * workers)
     shuffle = random.Random(finish_order_seed)
     running, done = [], []
     while True:
@@ -49,6 +50,36 @@ def test_same_seed_same_trials_whatever_order_they_finish_in():
     again = sorted(_run(7, workers=2, finish_order_seed=99), key=lambda t: t.number)
     assert first == again and len(first) == 14
     assert first != sorted(_run(8, workers=2, finish_order_seed=1), key=lambda t: t.number)
+
+
+WITH_FOREST = {**{f: c.model_copy(update={"trials": 10}) for f, c in SPACES.items()},
+               "random_forest": CandidateConfig(trials=2, search={"max_features": [0.5, 1.0]})}
+
+
+def test_a_running_forest_holds_up_the_search_only_much_later():
+    """A forest trial (no early stopping: it takes several boosting trials' time) is waited
+    for `FOREST_LAG` times `lag` trials after a booster would be."""
+    search = Search(WITH_FOREST, seed=0, max_trials=40, minimize=False, lag=4)
+    asked = []
+    while search.can_ask():
+        trial = search.ask()
+        asked.append(trial)
+        if trial.family != "random_forest":  # the forests are still running
+            search.finished(trial, _value(trial))
+    forest = next(t for t in asked if t.family == "random_forest")
+    assert forest.number == 3  # its defaults, after the other families'
+    assert len(asked) == forest.number + 4 * (1 + FOREST_LAG) + 1
+    search.finished(forest, _value(forest))
+    assert search.can_ask()
+
+
+def test_with_forests_too_the_same_seed_gives_the_same_trials_whatever_finishes_first():
+    first = sorted(_run(5, 2, finish_order_seed=1, trials=30, spaces=WITH_FOREST),
+                   key=lambda t: t.number)
+    again = sorted(_run(5, 2, finish_order_seed=42, trials=30, spaces=WITH_FOREST),
+                   key=lambda t: t.number)
+    assert first == again and len(first) == 30
+    assert {t.family for t in first} == set(WITH_FOREST)
 
 
 def test_trials_stay_in_their_space_and_families_within_their_caps():
