@@ -80,14 +80,18 @@ class Search:
     def can_ask(self) -> bool:
         """Whether the next trial's inputs are all known (the trials it must wait for are
         done), telling those results to the sampler in trial order."""
-        needed = sorted(j for j in self._untold if j < len(self._asked) - self._lag * (
-            1 + FOREST_LAG * (self._asked[j].family == "random_forest")))
+        needed = sorted(j for j in self._untold if j + self._wait(j) < len(self._asked))
         if any(j not in self._finished for j in needed):
             return False
         for j in needed:
             self._tell(j, self._finished.pop(j))
             self._untold.remove(j)
         return True
+
+    def _wait(self, number: int) -> int:
+        """How many trials later than itself trial `number`'s result is needed."""
+        forest = self._asked[number].family == "random_forest"
+        return self._lag * (1 + FOREST_LAG) if forest else self._lag
 
     def ask(self) -> Trial:
         """The next trial; call only when `can_ask()` and not `exhausted`."""

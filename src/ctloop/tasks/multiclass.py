@@ -122,6 +122,6 @@ class MulticlassTask(Task):
         return {"kind": self.kind, "classes": [jsonable(c) for c in self.classes]}
 
     def describe(self) -> str:
-        listed = ", ".join(map(shown, self.classes[:8])) + (", ..." if len(self.classes) > 8
-                                                          else "")
+        more = ", ..." if len(self.classes) > 8 else ""
+        listed = ", ".join(map(shown, self.classes[:8])) + more
         return f"multiclass ({len(self.classes)} classes: {listed})"
