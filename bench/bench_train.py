@@ -120,7 +120,7 @@ def training(repeats: int, config: Path) -> dict:
     from ctloop.data import load_dataset, split_dataset
     from ctloop.ensemble import ENSEMBLE
     from ctloop.features import FeatureEncoder
-    from ctloop.train import _fold_ids
+    from ctloop.train import fold_ids
 
     cfg = load_config(config)
     # A user's store exists after the first run: its tables are made before the clock starts
@@ -141,7 +141,7 @@ def training(repeats: int, config: Path) -> dict:
         result = loop.train(cfg)
         wall = time.perf_counter() - start
         runs.append((wall, result))
-        folds = _fold_ids(dataset.task, every_row[1], result.cv_folds,
+        folds = fold_ids(dataset.task, every_row[1], result.cv_folds,
                           cfg.training.seed) if result.cv_folds else None
         fits = 0.0
         with threadpool_limits(1):

@@ -294,7 +294,7 @@ def _rarest_class(task: Task, y: np.ndarray) -> tuple[int, Any]:
     return int(counts[code]), task.classes[code]
 
 
-def _fold_ids(task: Task, y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+def fold_ids(task: Task, y: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """Each training + validation row's fold (stratified by class for classification)."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
@@ -377,12 +377,12 @@ def _train(cfg: Config, local: Executor, started: float, on_progress: ProgressCa
         raise ConfigError(str(exc)) from None
     encoder = FeatureEncoder.fit(splits.train.frame, dataset.feature_columns, dataset.kinds,
                                  cfg.data.features.max_categories)
-    rows_fitted = len(splits.train.frame) + len(splits.validation.frame)
     y_fitted = np.concatenate([splits.train.y, splits.validation.y])
+    rows_fitted = len(y_fitted)
     folds, folds_reason = cv_folds(cfg, dataset, y_fitted)
     arrays = (encoder.encode_frame(splits.train.frame), splits.train.y,
               encoder.encode_frame(splits.validation.frame), splits.validation.y,
-              _fold_ids(task, y_fitted, folds, cfg.training.seed) if folds
+              fold_ids(task, y_fitted, folds, cfg.training.seed) if folds
               else np.zeros(0, dtype=np.int8))
     example = splits.validation.X.head(3).reset_index(drop=True)
     window = dataset.window_bounds()
