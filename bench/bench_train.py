@@ -104,12 +104,14 @@ def latency(workdir: Path, repeats: int) -> dict:
     return {"model_uri": uri, "params": same, "rows": figures}
 
 
-def training(repeats: int, config: Path) -> dict:
+def training(repeats: int, config: Path, two_at_once: bool = False) -> dict:
     """`ctloop train` wall time against the same trials fitted bare, one after another.
 
     The bare fits are exactly the fit calls the trainer makes (same parameters, same early
     stopping on the same validation split or folds, one thread), without scoring, saving,
     plots or MLflow: what the trials would cost with no framework around them.
+    `two_at_once`: the same bare fits also run in two processes at the same time, each all
+    of them: whether two fits on this host's cores slow each other (the ratio's floor).
     """
     from mlflow import MlflowClient
     from threadpoolctl import threadpool_limits
@@ -137,26 +139,36 @@ def training(repeats: int, config: Path) -> dict:
     # Each run's bare fits follow it at once: this shared host's speed drifts by 20% within
     # minutes, and a ratio of two measurements minutes apart would carry that drift.
     for _ in range(repeats):
+        before = cpu_seconds()
         start = time.perf_counter()
         result = loop.train(cfg)
         wall = time.perf_counter() - start
+        process_cpu, workers_cpu = (a - b for a, b in zip(cpu_seconds(), before, strict=True))
         runs.append((wall, result))
         folds = fold_ids(dataset.task, every_row[1], result.cv_folds,
                           cfg.training.seed) if result.cv_folds else None
-        fits = 0.0
-        with threadpool_limits(1):
-            searched = [t for t in result.trials if t.family != ENSEMBLE]  # no fit of its own
-            for number, trial in enumerate(searched):
-                params = {k: v for k, v in trial.params.items() if k != "n_rounds"}
-                bare = Trial(number, trial.family, params, cfg.training.seed)
-                fits += bare_fit_seconds(bare, dataset.task.kind, encoder.categorical_indices,
-                                         *((X, y, validation) if folds is None
-                                           else (*every_row, None)), folds)
+        searched = [t for t in result.trials if t.family != ENSEMBLE]  # no fit of its own
+
+        def fit_all(searched: list = searched, folds: np.ndarray | None = folds) -> float:
+            fits = 0.0
+            with threadpool_limits(1):
+                for number, trial in enumerate(searched):
+                    params = {k: v for k, v in trial.params.items() if k != "n_rounds"}
+                    bare = Trial(number, trial.family, params, cfg.training.seed)
+                    fits += bare_fit_seconds(
+                        bare, dataset.task.kind, encoder.categorical_indices,
+                        *((X, y, validation) if folds is None else (*every_row, None)), folds)
+            return fits
+
+        fits = fit_all()
         in_run = sum(t.metrics.get("fit_seconds", 0.0) for t in result.trials)
         figures.append({"wall_s": wall, "fit_sum_s": fits, "ratio": wall / fits,
-                        "fit_in_run_s": in_run,
+                        "fit_in_run_s": in_run, "process_cpu_s": process_cpu,
+                        "workers_cpu_s": workers_cpu,
                         "trials": result.searched, "stopped_by": result.stopped_by,
                         "phases": result.phases})
+        if two_at_once:
+            figures[-1]["fit_sums_two_at_once_s"] = in_two_processes(fit_all)
     ratio = statistics.median(f["ratio"] for f in figures)
     middle = min(figures, key=lambda f: abs(f["ratio"] - ratio))
     return {"config": str(config.relative_to(REPO)) if config.is_relative_to(REPO)
@@ -167,6 +179,12 @@ def training(repeats: int, config: Path) -> dict:
             # The same fits timed inside the run, two at a time: > sequential_fit_sum_s by
             # what two processes on two cores cost each other (memory bandwidth, clocks).
             "fit_sum_in_run_s": round(middle["fit_in_run_s"], 2),
+            # CPU seconds of the training process (every thread) and of its worker processes:
+            # beyond the fits, what the training costs (wall ~ their sum over the cores).
+            "process_cpu_s": round(middle["process_cpu_s"], 2),
+            "workers_cpu_s": round(middle["workers_cpu_s"], 2),
+            **({"fit_sums_two_at_once_s": [[round(x, 2) for x in f["fit_sums_two_at_once_s"]]
+                                            for f in figures]} if two_at_once else {}),
             "ratios": [round(f["ratio"], 3) for f in figures], "phases": middle["phases"],
             "phases_each": [f["phases"] for f in figures],
             "walls_s": [round(f["wall_s"], 2) for f in figures],
@@ -177,6 +195,31 @@ def training(repeats: int, config: Path) -> dict:
             "rows_train": len(splits.train.frame), "cv_folds": result.cv_folds,
             "peak_rss_mb": round(peak_rss_mb(), 1)}
 
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process and of its children that have ended
+    (a training's forked workers end with it)."""
+    import resource
+
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                         resource.RUSAGE_CHILDREN))
+    return (own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime)
+
+
+def in_two_processes(work) -> list[float]:
+    """`work()`'s result in each of two processes forked to run it at the same time."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    processes = [context.Process(target=lambda: results.put(work())) for _ in range(2)]
+    for process in processes:
+        process.start()
+    figures = [results.get() for _ in processes]
+    for process in processes:
+        process.join()
+    return figures
 
 def bare_fit_seconds(trial, kind: str, cats: list[int], X: np.ndarray, y: np.ndarray,
                      validation: tuple | None, folds: np.ndarray | None) -> float:
@@ -205,7 +248,7 @@ def bare_fit_seconds(trial, kind: str, cats: list[int], X: np.ndarray, y: np.nda
     return seconds + time.perf_counter() - start
 
 
-def fresh_training(repeats: int, config: Path) -> dict:
+def fresh_training(repeats: int, config: Path, two_at_once: bool = False) -> dict:
     """`training` once per new process: the workers start and every library is imported
     on the clock, as in a `ctloop train` from the command line or a monitor's retrain (an
     MLflow project run). Medians of the processes' single runs."""
@@ -217,7 +260,8 @@ def fresh_training(repeats: int, config: Path) -> dict:
         with tempfile.NamedTemporaryFile(suffix=".json") as emitted:
             subprocess.run([sys.executable, "-m", "bench.bench_train", "--repeats", "1",
                             "--only", "training", "--config", str(config),
-                            "--emit", emitted.name], cwd=REPO, check=True,
+                            "--emit", emitted.name, *(["--two-at-once"] if two_at_once
+                                                      else [])], cwd=REPO, check=True,
                            capture_output=True)
             runs.append(json.loads(Path(emitted.name).read_text()))
     fresh = {"config": runs[0]["config"], "repeats": repeats,
@@ -225,11 +269,16 @@ def fresh_training(repeats: int, config: Path) -> dict:
              "ratios": [r["ratio"] for r in runs], "walls_s": [r["wall_s"] for r in runs],
              "fit_sums_s": [r["sequential_fit_sum_s"] for r in runs],
              "fit_sums_in_run_s": [r["fit_sum_in_run_s"] for r in runs],
+             "process_cpu_s": [r["process_cpu_s"] for r in runs],
+             "workers_cpu_s": [r["workers_cpu_s"] for r in runs],
+             **({"fit_sums_two_at_once_s": [r["fit_sums_two_at_once_s"][0] for r in runs]}
+                if two_at_once else {}),
              "phases_each": [r["phases"] for r in runs],
              "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
     print(f"training in a fresh process each ({fresh['config']}): ratio {fresh['ratio']} "
           f"(median of {fresh['ratios']}); walls {fresh['walls_s']} s vs bare "
-          f"{fresh['fit_sums_s']} s; peak RSS {fresh['peak_rss_mb']} MB")
+          f"{fresh['fit_sums_s']} s; CPU of the process {fresh['process_cpu_s']} s, of its "
+          f"workers {fresh['workers_cpu_s']} s; peak RSS {fresh['peak_rss_mb']} MB")
     return fresh
 
 
@@ -245,35 +294,29 @@ def main() -> None:
                         help="training: this public table's development CSV (bench_quality)")
     parser.add_argument("--fresh", action="store_true",
                         help="training: each repeat in a new process (cold workers)")
+    parser.add_argument("--two-at-once", action="store_true",
+                        help="training: also run the bare fits in two processes at once")
     parser.add_argument("--emit", type=Path, help=argparse.SUPPRESS)  # for --fresh's runs
     args = parser.parse_args()
     args.config = args.config.resolve()  # before the chdir below
     warnings.filterwarnings("ignore")
     if args.task:
         for task in TASKS if args.task == "all" else [args.task]:
-            config = task_config(task)
-            if args.fresh:
-                _save(**{f"training_fresh_process_{task}": fresh_training(args.repeats, config)})
-            else:
-                _save(**{f"training_{task}": _in_this_process(args.repeats, config)})
+            _train_config(task, task_config(task), args)
         return
     if args.table:
-        config = table_config(args.table)
-        if args.fresh:
-            _save(**{f"training_fresh_process_{args.table}": fresh_training(args.repeats,
-                                                                           config)})
-        else:
-            _save(**{f"training_{args.table}": _in_this_process(args.repeats, config)})
+        _train_config(args.table, table_config(args.table), args)
         return
     if args.fresh:
-        _save(training_fresh_process=fresh_training(args.repeats, args.config))
+        _save(training_fresh_process=fresh_training(args.repeats, args.config,
+                                                     args.two_at_once))
         return
     with tempfile.TemporaryDirectory(prefix="ctloop-bench-train-") as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
         os.chdir(tmp)
         lat = latency(Path(tmp), args.repeats) if args.only != "training" else None
         runs = args.repeats if args.only == "training" else max(1, args.repeats // 2)
-        train = training(runs, args.config) if args.only != "latency" else None
+        train = training(runs, args.config, args.two_at_once) if args.only != "latency" else None
     if lat:
         print(f"{'predict latency (median)':52} {'1 row ms':>10} {'10k rows ms':>12}")
         for name, row in lat["rows"].items():
@@ -284,6 +327,16 @@ def main() -> None:
     if train:
         _print(train)
     _save(**{key: value for key, value in (("latency", lat), ("training", train)) if value})
+
+
+def _train_config(name: str, config: Path, args: argparse.Namespace) -> None:
+    """The training figures of `config`, saved under `name` (fresh processes or this one)."""
+    if args.fresh:
+        _save(**{f"training_fresh_process_{name}": fresh_training(args.repeats, config,
+                                                                  args.two_at_once)})
+    else:
+        _save(**{f"training_{name}": _in_this_process(args.repeats, config,
+                                                      args.two_at_once)})
 
 
 def task_config(task: str) -> Path:
@@ -314,11 +367,11 @@ def table_config(name: str) -> Path:
     return config
 
 
-def _in_this_process(repeats: int, config: Path) -> dict:
+def _in_this_process(repeats: int, config: Path, two_at_once: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="ctloop-bench-train-") as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
         os.chdir(tmp)
-        train = training(repeats, config)
+        train = training(repeats, config, two_at_once)
     os.chdir(REPO)
     _print(train)
     return train
@@ -329,7 +382,8 @@ def _print(train: dict) -> None:
           f"{train['rows_train']:,} rows, {train['cores']} cores, stopped by "
           f"{train['stopped_by']}: wall {train['wall_s']} s vs the same fits bare and "
           f"sequential {train['sequential_fit_sum_s']} s -> ratio {train['ratio']} "
-          f"(median of {train['ratios']}); phases {train['phases']}; peak RSS "
+          f"(median of {train['ratios']}); phases {train['phases']}; CPU of the process "
+          f"{train['process_cpu_s']} s, of its workers {train['workers_cpu_s']} s; peak RSS "
           f"{train['peak_rss_mb']} MB")
 
 
