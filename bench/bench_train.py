@@ -176,8 +176,9 @@ def training(repeats: int, config: Path, two_at_once: bool = False) -> dict:
             "trials": middle["trials"], "stopped_by": middle["stopped_by"],
             "wall_s": round(middle["wall_s"], 2), "sequential_fit_sum_s":
             round(middle["fit_sum_s"], 2), "ratio": round(ratio, 3),
-            # The same fits timed inside the run, two at a time: > sequential_fit_sum_s by
-            # what two processes on two cores cost each other (memory bandwidth, clocks).
+            # The same fits timed inside the run (wall time in the workers, each fold's
+            # scoring included): above sequential_fit_sum_s by that scoring and by the CPU the
+            # training process takes from the workers while they fit (see --two-at-once).
             "fit_sum_in_run_s": round(middle["fit_in_run_s"], 2),
             # CPU seconds of the training process (every thread) and of its worker processes:
             # beyond the fits, what the training costs (wall ~ their sum over the cores).
