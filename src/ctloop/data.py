@@ -18,7 +18,7 @@ from sklearn.model_selection import train_test_split
 
 from ctloop.column_kinds import ColumnError, plan_columns
 from ctloop.config import BUILTIN_FLIGHTS, DataConfig, SplitConfig, Window
-from ctloop.tasks import Task, TaskError, resolve_task
+from ctloop.tasks import Task, TaskError, resolve_task, shown
 
 log = logging.getLogger(__name__)
 
@@ -291,17 +291,21 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     if time_column:
         frame = _parse_times(frame, time_column, source, dropped)
     unlabelled = int(frame[target].isna().sum())
+    if unlabelled and unlabelled == len(frame):
+        raise DataError(f"{source}: target column '{target}' has no values (all {unlabelled} "
+                        "rows are missing)")
     if unlabelled:
         dropped["missing_target"] = unlabelled
         frame = frame[frame[target].notna()]
+    labelled = len(frame)
     frame = apply_window(frame, time_column, cfg.window).reset_index(drop=True)
     if frame.empty:
-        raise DataError(f"{source}: no rows left after filtering (window {cfg.window.start}.."
-                        f"{cfg.window.end})")
+        raise DataError(f"{source}: none of the {labelled} rows with a target value is in the "
+                        f"data window {cfg.window.start}..{cfg.window.end} (data.window)")
     classes = pd.unique(frame[target])
     if len(classes) < 2:
         raise DataError(f"{source}: target column '{target}' has a single class "
-                        f"({classes[0]!r} only) in {len(frame)} rows")
+                        f"({shown(classes[0])} only) in {len(frame)} rows")
     declared = "binary" if source == BUILTIN_FLIGHTS else cfg.task
     frame, task, reason, class_notes = _task(frame, target, declared, positive, source, dropped)
     if len(frame) < cfg.min_rows:
