@@ -50,7 +50,6 @@ class FeatureEncoder:
     kinds: dict[str, str] = field(default_factory=dict)
     date_parts: dict[str, tuple[str, ...]] = field(default_factory=dict)
     date_formats: dict[str, str] = field(default_factory=dict)
-    string_columns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Fill kinds/date parts that older JSON or direct construction leave out."""
@@ -82,13 +81,10 @@ class FeatureEncoder:
         vocabularies: dict[str, tuple[str, ...]] = {}
         parts: dict[str, tuple[str, ...]] = {}
         formats: dict[str, str] = {}
-        strings = []
         for col in columns:
             series = frame[col]
             if resolved[col] == "categorical":
                 vocabularies[col] = _fit_vocabulary(series, max_categories)
-                if _is_text(series):
-                    strings.append(col)
             elif resolved[col] == "datetime":
                 fmt = _guess_date_format(series)
                 if fmt:
@@ -99,7 +95,7 @@ class FeatureEncoder:
             columns=tuple(columns),
             categorical=tuple(c for c in columns if resolved[c] == "categorical"),
             vocabularies=vocabularies, kinds=resolved, date_parts=parts,
-            date_formats=formats, string_columns=tuple(strings),
+            date_formats=formats,
         )
 
     @property
@@ -254,7 +250,6 @@ class FeatureEncoder:
             "kinds": dict(self.kinds),
             "date_parts": {c: list(p) for c, p in self.date_parts.items()},
             "date_formats": dict(self.date_formats),
-            "string_columns": list(self.string_columns),
         }
 
     @classmethod
@@ -267,7 +262,6 @@ class FeatureEncoder:
             kinds=dict(payload.get("kinds", {})),
             date_parts={c: tuple(p) for c, p in payload.get("date_parts", {}).items()},
             date_formats=dict(payload.get("date_formats", {})),
-            string_columns=tuple(payload.get("string_columns", ())),
         )
 
     def save(self, path: Path) -> None:

@@ -6,7 +6,8 @@ diabetes progression score (regression, scikit-learn), and NYC flights as they c
 CSV (binary, with integer, boolean, date and ID columns). Each goes through `ctloop run`,
 `ctloop serve` (the same predictions as `mlflow models serve`), `ctloop predict`, `ctloop
 monitor` on a same-distribution and a shifted file, and `ctloop status`; and the plain MLflow
-call `pyfunc.load_model(...).predict(pd.read_csv(...))` works with no casting.
+call `pyfunc.load_model(...).predict(pd.read_csv(...))` works with no casting, whatever dtypes
+pandas gave the frame.
 """
 
 from __future__ import annotations
@@ -94,6 +95,35 @@ def test_pyfunc_predicts_a_csv_as_read_with_no_casting(trained):
     if "label" in out:
         assert set(out["label"]) <= set(trained["table"][case.target].unique())
 
+
+
+def test_pyfunc_takes_the_frame_however_pandas_typed_it(trained, tmp_path):
+    """Category columns, pyarrow-backed and nullable dtypes give the same predictions; a text
+    column that is empty in a small file (read as float64) is missing, not refused."""
+    case, folder = trained["case"], trained["folder"]
+    csv = folder / "table.csv"
+    frame = pd.read_csv(csv).drop(columns=[case.target]).head(200)
+    text = [c for c in frame.columns if frame[c].dtype == object]
+    blank = text[0] if text else None  # no text column in diabetes: the other variants hold
+    as_objects = frame.astype(object).where(frame.notna(), None)
+    few = frame.head(5).assign(**({blank: None} if blank else {}))
+    few.to_csv(tmp_path / "few.csv", index=False)
+    with store_in(folder):
+        model = mlflow.pyfunc.load_model(f"models:/{case.name}@champion")
+        expected = model.predict(as_objects)
+        variants = {
+            "category": frame.astype(dict.fromkeys(text, "category")),
+            "pyarrow": pd.read_csv(csv, dtype_backend="pyarrow").drop(
+                columns=[case.target]).head(200),
+            "nullable": frame.convert_dtypes(),
+        }
+        for name, variant in variants.items():
+            pd.testing.assert_frame_equal(model.predict(variant), expected, obj=name)
+        empty_text = pd.read_csv(tmp_path / "few.csv")
+        if blank:
+            assert empty_text[blank].dtype == "float64"
+        pd.testing.assert_frame_equal(model.predict(empty_text),
+                                      model.predict(few.astype(object).where(few.notna(), None)))
 
 def test_ctloop_serve_answers_like_mlflow_models_serve(trained):
     case, folder = trained["case"], trained["folder"]

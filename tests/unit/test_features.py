@@ -85,7 +85,6 @@ def test_a_date_column_expands_into_calendar_parts_and_indices_follow():
     assert enc.n_features == 7
     assert enc.categorical_indices == [0, 6]
     assert enc.kinds == {"plan": "categorical", "signup": "datetime", "region": "categorical"}
-    assert enc.string_columns == ("plan", "region")
     assert enc.columns == ("plan", "signup", "region")
     X = encode_every_way(enc, train)
     np.testing.assert_array_equal(X[0, 1:6], [2013, 1, 1, 1, 5])  # a Tuesday, 05:xx
@@ -181,7 +180,7 @@ def test_int_in_one_file_float_in_the_next_encodes_the_same():
     first = pd.DataFrame({"store": [1, 2, 3], "items": [4, 5, 6]})
     second = pd.DataFrame({"store": [1.0, np.nan, 3.0], "items": [4.0, np.nan, 6.0]})
     enc = FeatureEncoder.fit(first, ["store", "items"], ["store"])
-    assert enc.vocabularies["store"] == ("1", "2", "3") and enc.string_columns == ()
+    assert enc.vocabularies["store"] == ("1", "2", "3")
     np.testing.assert_array_equal(encode_every_way(enc, second),
                                   [[0, 4], [np.nan, np.nan], [2, 6]])
     np.testing.assert_array_equal(enc.encode_records([{"store": "3", "items": "6"}]), [[2, 6]])
@@ -225,7 +224,7 @@ def test_an_encoder_that_has_encoded_crosses_to_a_forked_worker_by_plain_pickle(
     np.testing.assert_array_equal(encode_every_way(again, train), expected)
 
 
-def test_json_round_trip_keeps_kinds_date_parts_and_string_columns(tmp_path):
+def test_json_round_trip_keeps_kinds_and_date_parts(tmp_path):
     train = pd.DataFrame({"plan": ["a", "b"], "flag": [True, False],
                           "when": ["01/02/2013 10:00", "01/03/2013 00:00"], "n": [1, 2]})
     kinds = {"plan": "categorical", "flag": "boolean", "when": "datetime", "n": "numeric"}
@@ -233,7 +232,7 @@ def test_json_round_trip_keeps_kinds_date_parts_and_string_columns(tmp_path):
     enc.save(tmp_path / "enc.json")
     again = FeatureEncoder.load(tmp_path / "enc.json")
     assert again == enc
-    assert again.feature_names == enc.feature_names and again.string_columns == ("plan",)
+    assert again.feature_names == enc.feature_names
     np.testing.assert_array_equal(again.encode_frame(train), enc.encode_frame(train))
 
 
@@ -258,7 +257,6 @@ def test_real_flights_table_encodes_identically_on_every_path():
                                                 "time_hour": "datetime"}
     enc = FeatureEncoder.fit(flights, columns, kinds)
     assert enc.n_features == 10 and "time_hour.hour" in enc.feature_names
-    assert enc.string_columns == ("carrier", "tailnum")
     sample = flights[columns].sample(40, random_state=1).reset_index(drop=True)
     X = encode_every_way(enc, sample)
     assert not np.isnan(X[:, enc.feature_names.index("time_hour.year")]).any()

@@ -40,12 +40,13 @@ log = logging.getLogger(__name__)
 
 
 def input_types(encoder: FeatureEncoder) -> dict[str, str]:
-    """Each raw input column's signature type: `string` for text categories, `Any` for the
-    rest, so that int64, float, bool and date columns straight from `pd.read_csv` or
-    `pd.read_parquet` pass MLflow's schema enforcement (it refuses int64 -> double, and a
-    column stored as int in one file and float in the next); the model converts them."""
-    text = set(encoder.string_columns)
-    return {col: "string" if col in text else "any" for col in encoder.columns}
+    """Each raw input column's signature type: `Any`, so that MLflow's schema enforcement
+    lets through whatever dtype pandas gave the column and the model converts it itself.
+    A concrete type refuses frames that `pd.read_csv` and `pd.read_parquet` make every day:
+    `double` an int64 column; `string` a category column, a text column that is empty in a
+    small file (read as float64 NaN), and codes that pandas read as numbers; and `string`
+    turns the missing values of a pyarrow-backed frame into the text '<NA>'."""
+    return dict.fromkeys(encoder.columns, "any")
 
 
 def _model_signature(encoder: FeatureEncoder, task: Task):
@@ -53,10 +54,7 @@ def _model_signature(encoder: FeatureEncoder, task: Task):
     from mlflow.types import ColSpec, Schema
     from mlflow.types.schema import AnyType
 
-    inputs = Schema([
-        ColSpec(AnyType() if kind == "any" else kind, col, required=False)
-        for col, kind in input_types(encoder).items()
-    ])
+    inputs = Schema([ColSpec(AnyType(), col, required=False) for col in input_types(encoder)])
     outputs = Schema([ColSpec(kind, name) for name, kind in task.output_types().items()])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
