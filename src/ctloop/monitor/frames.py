@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ctloop.config import BUILTIN_FLIGHTS, Config
-from ctloop.data import FLIGHTS_TARGET, FLIGHTS_TIME
+from ctloop.data import FLIGHTS_TARGET, FLIGHTS_TIME, naive_utc
 from ctloop.model import TabularModel
 from ctloop.monitor.result import MonitorError
 from ctloop.tasks import Task
@@ -74,23 +74,6 @@ def _booleans(series: pd.Series) -> pd.Series:
                      index=series.index)  # fmt: skip
 
 
-def _timestamps(series: pd.Series, fmt: str | None) -> pd.Series:
-    """Dates and times (datetime dtype, or text as captured traffic carries them) as naive
-    UTC datetimes; unparsable -> NaT. The champion scores them as they are; the drift tests
-    see them as numbers through `drift_view`."""
-    if isinstance(series.dtype, pd.DatetimeTZDtype):
-        stamps = series.dt.tz_convert("UTC")
-    elif pd.api.types.is_datetime64_dtype(series):
-        stamps = series.dt.tz_localize("UTC")
-    else:
-        text = series.astype(object).where(series.notna(), None)
-        stamps = pd.to_datetime(text, errors="coerce", utc=True, format=fmt or "ISO8601")
-        if stamps.notna().sum() < text.notna().sum():  # not all in that format: any format
-            mixed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
-            stamps = stamps.fillna(mixed)
-    return stamps.dt.tz_localize(None)
-
-
 def drift_view(frame: pd.DataFrame) -> pd.DataFrame:
     """The normalised frame as the drift tests and reports compare it: dates as seconds
     since the epoch."""
@@ -117,7 +100,7 @@ def normalise(frame: pd.DataFrame, model: TabularModel) -> pd.DataFrame:
         elif kind == "boolean":
             out[col] = _booleans(series)
         elif kind == "datetime":
-            out[col] = _timestamps(series, encoder.date_formats.get(col))
+            out[col] = naive_utc(series, encoder.date_formats.get(col))
         elif not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
             out[col] = pd.to_numeric(series, errors="coerce").astype("float64")
         else:
