@@ -31,7 +31,7 @@ import pandas as pd
 
 from ctloop import registry, tasks, tracking
 from ctloop.config import BUILTIN_FLIGHTS, Config
-from ctloop.data import FLIGHTS_TIME
+from ctloop.data import FLIGHTS_TIME, naive_utc
 from ctloop.metrics import paired_bootstrap
 from ctloop.model import TabularModel
 from ctloop.tasks import Task, TaskError
@@ -192,11 +192,11 @@ def _unseen_rows(cfg: Config, frame: pd.DataFrame, champion: registry.ModelVersi
     time_col = cfg.data.time_column or (FLIGHTS_TIME if cfg.data.source == BUILTIN_FLIGHTS
                                         else None)  # fmt: skip
     if time_col and time_col in frame.columns and time_col in seen.columns:
-        try:
-            cut = pd.to_datetime(tracking.load_holdout(training_run)[time_col]).min()
+        try:  # naive UTC on both sides: a champion logged before times were may hold zones
+            cut = naive_utc(tracking.load_holdout(training_run)[time_col]).min()
         except Exception:
-            cut = pd.to_datetime(seen[time_col]).max()
-        inside = int((pd.to_datetime(frame[time_col]) < cut).sum())
+            cut = naive_utc(seen[time_col]).max()
+        inside = int((naive_utc(frame[time_col]) < cut).sum())
         how = f"before {cut} (the end of champion v{champion.version}'s training window)"
     else:
         columns = [c for c in frame.columns if c in seen.columns]
