@@ -247,7 +247,8 @@ def serve(config: ConfigOption = DEFAULT_CONFIG_PATH,
 
 
 @app.command()
-def predict(input: Annotated[Path, typer.Option("--input", "-i", help="CSV or Parquet file.")],
+def predict(input: Annotated[Path, typer.Option("--input", "-i",
+                                                help="CSV (.gz/.zip/.bz2/.xz too) or Parquet.")],
             output: Annotated[Path, typer.Option("--output", "-o", help=".csv or .parquet")],
             config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:  # fmt: skip
     """Score a CSV/Parquet file with the champion: input columns + probability and label."""

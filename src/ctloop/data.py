@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import lzma
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,14 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from ctloop.column_kinds import ColumnError, plan_columns
-from ctloop.config import BUILTIN_FLIGHTS, DataConfig, SplitConfig, Window
+from ctloop.config import (
+    BUILTIN_FLIGHTS,
+    TABLE_SUFFIXES,
+    DataConfig,
+    SplitConfig,
+    Window,
+    table_format,
+)
 from ctloop.tasks import Task, TaskError, resolve_task, shown
 
 log = logging.getLogger(__name__)
@@ -153,21 +162,27 @@ def _days_touched(flights: pd.DataFrame, window: Window) -> np.ndarray:
         return np.ones(len(flights), dtype=bool)
     return keep
 
+# What reading a damaged file raises besides pandas' own errors: a truncated or corrupt
+# compressed CSV (gzip's BadGzipFile and bz2's error are OSErrors).
+UNREADABLE = (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError)
+
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file, turning every failure into a DataError naming the file."""
+    """Read a CSV (compressed or not: pandas goes by the suffix) or Parquet file, turning
+    every failure into a DataError naming the file."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    suffix = path.suffix.lower()
+    kind = table_format(path)
     try:
-        if suffix == ".parquet":
+        if kind == "parquet":
             return pd.read_parquet(path)
-        if suffix == ".csv":
+        if kind == "csv":
             return pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: cannot read {suffix[1:]} file: {exc}") from None
-    raise DataError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
+    except (ValueError, pd.errors.ParserError, *UNREADABLE) as exc:
+        raise DataError(f"{path}: cannot read {kind} file: {exc}") from None
+    raise DataError(f"{path}: unsupported file type {path.suffix.lower()!r} (use "
+                    f"{', '.join(TABLE_SUFFIXES)})")
 
 
 def naive_utc(series: pd.Series, fmt: str | None = None) -> pd.Series:

@@ -33,14 +33,19 @@ def champion_model(champion_store, monkeypatch):
 
 
 @pytest.mark.parametrize(("source_kind", "target_kind"), [(".csv", ".csv"),
-                                                          (".parquet", ".parquet")])
+                                                          (".parquet", ".parquet"),
+                                                          (".csv.gz", ".parquet"),
+                                                          (".csv.zip", ".csv")])
 def test_predict_scores_every_row_and_keeps_the_input_columns(
     champion_store, champion_model, tmp_path, source_kind, target_kind
 ):  # fmt: skip
     frame = pd.read_csv(champion_store["dir"] / "churn.csv")
     frame = pd.concat([frame] * 120, ignore_index=True)  # 72k rows: several chunks
     source = tmp_path / f"in{source_kind}"
-    frame.to_csv(source, index=False) if source_kind == ".csv" else frame.to_parquet(source)
+    if source_kind == ".parquet":
+        frame.to_parquet(source)
+    else:
+        frame.to_csv(source, index=False)  # compressed as the suffix says
     target = tmp_path / f"out{target_kind}"
     result = _ctloop("predict", "--input", str(source), "--output", str(target),
                      "--config", str(champion_store["config"]), store=champion_store,
@@ -66,11 +71,15 @@ def test_predict_bad_input_fails_clearly_without_output(champion_store, tmp_path
     broken["tenure"] = broken["tenure"].astype(object)
     broken.loc[500, "tenure"] = "about a year"  # deep in the file: fails mid-stream
     broken.to_csv(bad_values, index=False)
+    truncated = tmp_path / "truncated.csv.gz"
+    pd.read_csv(champion_store["dir"] / "churn.csv").to_csv(truncated, index=False)
+    truncated.write_bytes(truncated.read_bytes()[:-200])  # cut short: fails mid-stream
     cases = [
         (source, tmp_path / "out.csv", "missing feature column 'contract'"),
         (tmp_path / "nope.csv", tmp_path / "out.csv", "not found"),
         (source, tmp_path / "out.json", ".csv or .parquet"),
         (bad_values, tmp_path / "out.csv", "about a year"),
+        (truncated, tmp_path / "out.csv", "truncated.csv.gz: cannot read"),
     ]
     for input_path, output_path, message in cases:
         result = _ctloop("predict", "--input", str(input_path), "--output", str(output_path),

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ctloop.config import ConfigError, load_config
+from ctloop.config import ConfigError, load_config, table_format
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -28,6 +28,7 @@ def test_minimal_config_gets_defaults_for_everything_else(tmp_path):
     ("name: a\n", "missing required key 'data'"),
     ("name: a\ndata: {source: x.csv}\ngate: {confidence: lots}\n", "'gate.confidence'"),
     ("name: a\ndata: {source: x.txt}\n", "'data.source'"),
+    ("name: a\ndata: {source: x.gz}\n", "'data.source'"),
     ("name: a\ndata: {source: x.csv}\ntraining: {candidates: {svm: {trials: 1}}}\n", "svm"),
     ("name: a\ndata: {source: x.csv}\ntraining: {candidates: {lightgbm: {fixed: "
      "{class_weight: balanced}}}}\n", "candidates.lightgbm: class_weight is not supported"),
@@ -67,3 +68,10 @@ def test_a_default_forest_is_searched_only_where_trials_are_cross_validated():
     assert "xgboost" in defaults.searched_candidates(cross_validated=False)
     chosen = TrainingConfig.model_validate({"candidates": {"random_forest": {"trials": 1}}})
     assert list(chosen.searched_candidates(cross_validated=False)) == ["random_forest"]
+
+
+@pytest.mark.parametrize(("name", "kind"), [
+    ("a.csv", "csv"), ("flights.csv.zip", "csv"), ("digits.CSV.GZ", "csv"), ("b.csv.bz2", "csv"),
+    ("c.csv.xz", "csv"), ("d.parquet", "parquet"), ("e.gz", None), ("f.json", None)])
+def test_tables_are_known_by_their_suffix_compressed_csv_too(name, kind):
+    assert table_format(name) == kind

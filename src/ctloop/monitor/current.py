@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ctloop import registry
-from ctloop.config import Config
+from ctloop.config import Config, table_format
 from ctloop.data import read_table
 from ctloop.model import TabularModel
 from ctloop.monitor import capture as cap
@@ -36,7 +36,6 @@ from ctloop.tasks import Task
 
 log = logging.getLogger(__name__)
 
-TABLE_SUFFIXES = (".csv", ".parquet")
 OVERLAP_BYTES = 32 * 2**20  # captures at least this big are decoded in a worker process
 
 
@@ -51,7 +50,7 @@ class Current:
 
 
 def is_table(location: str) -> bool:
-    return "://" not in location and location.lower().endswith(TABLE_SUFFIXES)
+    return "://" not in location and table_format(location) is not None
 
 
 def current_window(

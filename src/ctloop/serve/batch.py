@@ -1,4 +1,5 @@
-"""Batch scoring of a CSV or Parquet file, streamed in chunks so memory stays flat.
+"""Batch scoring of a CSV (compressed or not) or Parquet file, streamed in chunks so memory
+stays flat.
 
 The output holds every input column plus the model's outputs (binary `probability` and `label`,
 multiclass a probability per class and `label`, regression `prediction`; prefixed `predicted_`
@@ -8,16 +9,23 @@ file next to the target and renamed at the end, so a failure never leaves a part
 
 from __future__ import annotations
 
+import bz2
+import contextlib
 import csv
+import gzip
 import logging
+import lzma
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 
-from ctloop.data import DataError
+from ctloop.config import TABLE_SUFFIXES, table_format
+from ctloop.data import UNREADABLE, DataError
 from ctloop.features import EncodingError
 from ctloop.model import TabularModel
 
@@ -25,42 +33,71 @@ log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 65_536
 CSV_BLOCK_BYTES = 8 << 20
-SUFFIXES = (".csv", ".parquet")
+OUTPUT_SUFFIXES = (".csv", ".parquet")
+DECOMPRESSORS: dict[str, Callable[[BinaryIO], BinaryIO]] = {
+    ".gz": lambda raw: gzip.GzipFile(fileobj=raw), ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile}
 Progress = Callable[[int, float], None]  # rows scored so far, fraction of the input read
 
 
-def _kind(path: Path, role: str) -> str:
+def _input_kind(path: Path) -> str:
+    kind = table_format(path)
+    if kind is None:
+        raise DataError(f"{path}: --input must be a {', '.join(TABLE_SUFFIXES)} file")
+    return kind
+
+
+def _output_kind(path: Path) -> str:
     suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise DataError(f"{path}: {role} must be a .csv or .parquet file")
+    if suffix not in OUTPUT_SUFFIXES:
+        raise DataError(f"{path}: --output must be a .csv or .parquet file")
     return suffix
+
+
+@contextlib.contextmanager
+def _csv_bytes(path: Path) -> Iterator[tuple[BinaryIO, BinaryIO]]:
+    """The CSV's bytes, decompressed as the file name says, and the file under them: how far
+    it has been read is the progress."""
+    name = path.name.lower()
+    with open(path, "rb") as raw:
+        if name.endswith(".zip"):
+            archive = zipfile.ZipFile(raw)
+            members = [m for m in archive.infolist() if not m.is_dir()]
+            if len(members) != 1:
+                raise DataError(f"{path}: a zip must hold one CSV file, this one holds "
+                                f"{len(members)}")
+            stream: BinaryIO = archive.open(members[0])  # type: ignore[assignment]
+        else:
+            decompress = DECOMPRESSORS.get(Path(name).suffix)
+            stream = decompress(raw) if decompress else raw
+        yield stream, raw
 
 
 def _csv_batches(path: Path, model: TabularModel) -> Iterator[tuple[pa.RecordBatch, float]]:
     import pyarrow.csv as pcsv
 
     size = max(path.stat().st_size, 1)
-    with open(path, "rb") as handle:
-        header = handle.readline().decode("utf-8", errors="replace").rstrip("\r\n")
-    columns = next(csv.reader([header]), [])
-    _check_columns(path, columns, model)
-    numeric = {c for c, kind in model.encoder.kinds.items() if kind == "numeric"}
-    # Numeric features are read as numbers; the rest (text, booleans, dates and non-feature
-    # columns) stay text, so no later block can fail type inference, the encoder parses them
-    # as it does request values, and the CSV output reproduces them exactly.
-    types = {c: pa.float64() if c in numeric else pa.string() for c in columns}
-    handle = open(path, "rb")  # noqa: SIM115 - closed in finally; tell() drives progress
     try:
-        reader = pcsv.open_csv(
-            handle,
-            read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-            convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=True,
-                                                quoted_strings_can_be_null=False),
-        )  # fmt: skip
-        for batch in reader:
-            yield batch, min(handle.tell() / size, 1.0)
-    finally:
-        handle.close()
+        with _csv_bytes(path) as (stream, _):
+            header = stream.readline().decode("utf-8", errors="replace").rstrip("\r\n")
+        columns = next(csv.reader([header]), [])
+        _check_columns(path, columns, model)
+        numeric = {c for c, kind in model.encoder.kinds.items() if kind == "numeric"}
+        # Numeric features are read as numbers; the rest (text, booleans, dates and
+        # non-feature columns) stay text, so no later block can fail type inference, the
+        # encoder parses them as it does request values, and the CSV output reproduces them.
+        types = {c: pa.float64() if c in numeric else pa.string() for c in columns}
+        with _csv_bytes(path) as (stream, raw):
+            reader = pcsv.open_csv(
+                stream,
+                read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+                convert_options=pcsv.ConvertOptions(column_types=types,
+                                                    strings_can_be_null=True,
+                                                    quoted_strings_can_be_null=False),
+            )  # fmt: skip
+            for batch in reader:
+                yield batch, min(raw.tell() / size, 1.0)
+    except UNREADABLE as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from None
 
 
 def _parquet_batches(path: Path, model: TabularModel) -> Iterator[tuple[pa.RecordBatch, float]]:
@@ -129,14 +166,14 @@ def predict_file(model: TabularModel, source: str | Path, target: str | Path,
                  on_progress: Progress | None = None) -> int:  # fmt: skip
     """Score every row of `source` into `target`; returns the number of rows scored."""
     source, target = Path(source), Path(target)
-    in_kind, out_kind = _kind(source, "--input"), _kind(target, "--output")
+    in_kind, out_kind = _input_kind(source), _output_kind(target)
     if not source.is_file():
         raise DataError(f"{source}: input file not found")
     if source.resolve() == target.resolve():
         raise DataError(f"{target}: the output must not overwrite the input")
     if not target.parent.is_dir():
         raise DataError(f"{target.parent}: output folder does not exist")
-    batches = _csv_batches(source, model) if in_kind == ".csv" else _parquet_batches(
+    batches = _csv_batches(source, model) if in_kind == "csv" else _parquet_batches(
         source, model)  # fmt: skip
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     os.close(fd)
