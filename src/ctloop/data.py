@@ -162,6 +162,7 @@ def _days_touched(flights: pd.DataFrame, window: Window) -> np.ndarray:
         return np.ones(len(flights), dtype=bool)
     return keep
 
+
 # What reading a damaged file raises besides pandas' own errors: a truncated or corrupt
 # compressed CSV (gzip's BadGzipFile and bz2's error are OSErrors).
 UNREADABLE = (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError)

@@ -192,7 +192,7 @@ def _unseen_rows(cfg: Config, frame: pd.DataFrame, champion: registry.ModelVersi
     time_col = cfg.data.time_column or (FLIGHTS_TIME if cfg.data.source == BUILTIN_FLIGHTS
                                         else None)  # fmt: skip
     if time_col and time_col in frame.columns and time_col in seen.columns:
-        try:  # naive UTC on both sides: a champion logged before times were may hold zones
+        try:  # naive UTC on both sides: an older champion's logged rows may hold zones
             cut = naive_utc(tracking.load_holdout(training_run)[time_col]).min()
         except Exception:
             cut = naive_utc(seen[time_col]).max()
