@@ -231,13 +231,16 @@ def _invariance(cfg: Config, model: TabularModel, frame: pd.DataFrame) -> Gate:
 
 
 def _signature(declared: dict[str, str], model: TabularModel) -> Gate:
-    """The logged signature must take exactly the raw feature columns, typed as trained."""
+    """The logged signature must take exactly the raw feature columns, typed as trained.
+    Models logged before every column became `Any` typed their categories `string`: they
+    still serve (`ctloop promote` of an older version stays possible)."""
     expected = tracking.input_types(model.encoder)
-    if declared == expected:
-        return Gate("signature", True, f"{len(declared)} raw columns with their types")
     missing = sorted(set(expected) - set(declared))
     extra = sorted(set(declared) - set(expected))
-    wrong = sorted(c for c in set(declared) & set(expected) if declared[c] != expected[c])
+    wrong = sorted(c for c in set(declared) & set(expected) if declared[c] != expected[c] and not (
+        declared[c] == "string" and c in model.encoder.vocabularies))
+    if not (missing or extra or wrong):
+        return Gate("signature", True, f"{len(declared)} raw columns with their types")
     return Gate("signature", False, f"missing {missing}, extra {extra}, wrong type {wrong}")
 
 
