@@ -197,7 +197,6 @@ def training(repeats: int, config: Path, two_at_once: bool = False) -> dict:
             "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
-
 def cpu_seconds() -> tuple[float, float]:
     """CPU seconds (user + system) of this process and of its children that have ended
     (a training's forked workers end with it)."""
@@ -221,6 +220,7 @@ def in_two_processes(work) -> list[float]:
     for process in processes:
         process.join()
     return figures
+
 
 def bare_fit_seconds(trial, kind: str, cats: list[int], X: np.ndarray, y: np.ndarray,
                      validation: tuple | None, folds: np.ndarray | None) -> float:
